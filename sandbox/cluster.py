@@ -20,6 +20,7 @@ log = logging.getLogger("sandbox")
 # Modules that each provide CONTROLLERS (controller classes) and DEFAULTERS / VALIDATORS
 # ({store type key: fn}); a module missing here simply is not loaded.
 CONTROLLER_MODULES = (
+    "sandbox.defaults",
     "sandbox.controllers.nodes",
     "sandbox.controllers.workloads",
     "sandbox.controllers.batch",
