@@ -326,6 +326,8 @@ class Handler(BaseHTTPRequestHandler):
             obj = store.get(rt.key, route.namespace, route.name)  # type: ignore[arg-type]
             if route.subresource == "scale":
                 return self._reply(200, self._scale(obj))
+            if route.subresource is None and self._wants_table():
+                return self._reply(200, tables.to_table(rt.key, [obj], self.cluster.clock.time(), {"resourceVersion": obj["metadata"]["resourceVersion"]}))
             return self._reply(200, obj)
         if verb == "list":
             return self._list(route, query)
@@ -353,6 +355,9 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "deletecollection":
             return self._delete_collection(route, query, dry_run)
         raise ApiError(405, "method not allowed", reason="MethodNotAllowed")
+
+    def _wants_table(self) -> bool:
+        return "as=Table" in self.headers.get("Accept", "")
 
     def _reply(self, code: int, body: Any) -> int:
         self._send_json(code, body)
@@ -386,7 +391,7 @@ class Handler(BaseHTTPRequestHandler):
         if cont:
             list_meta["continue"] = cont
             list_meta["remainingItemCount"] = remaining
-        if "as=Table" in self.headers.get("Accept", ""):
+        if self._wants_table():
             return self._reply(200, tables.to_table(route.rt.key, items, self.cluster.clock.time(), list_meta))
         body = {"kind": f"{route.rt.kind}List", "apiVersion": route.rt.api_version, "metadata": list_meta, "items": items}
         return self._reply(200, body)

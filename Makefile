@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make test   - install everything into .venv and run the whole test suite
+#   make demo   - install everything, start two sandbox clusters and Airflow (http://localhost:8080)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo sandbox bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	./scripts/demo.sh
+
+sandbox: $(STAMP)
+	$(PY) -m sandbox up --dir .sandbox
+
+bench: $(STAMP)
+	$(PY) benchmarks/sandbox_scale.py
+
+clean:
+	rm -rf $(VENV) .airflow .sandbox .pytest_cache

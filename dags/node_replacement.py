@@ -1,0 +1,7 @@
+"""Rolling node replacement: one DAG per cluster of the registry (config/clusters.yaml)."""
+from kube_maintenance.dag_factory import node_replacement_dag
+from kube_maintenance.registry import load_registry
+
+for _cluster in load_registry().clusters:
+    if _cluster.enabled("node_replacement"):
+        globals()[f"node_replacement__{_cluster.name}"] = node_replacement_dag(_cluster)

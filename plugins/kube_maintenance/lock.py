@@ -1,0 +1,113 @@
+"""One disruptive operation per cluster at a time: a Lease object in the cluster is the lock.
+
+A pool alone does not hold while a task is deferred, and two Airflow deployments could point at
+the same cluster; a Lease does both. It records the holder (DAG and run), is renewed as work
+progresses, and expires on its own if a run dies without releasing it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from .k8s import LEASES, KubeApiError, KubeClient
+
+LOCK_NAME = "kube-maintenance-lock"
+
+
+class ClusterBusy(RuntimeError):
+    """Another operation holds the cluster's lock."""
+
+
+def _micro(at: dt.datetime) -> str:
+    return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def lease_expired(lease: dict[str, Any], now: dt.datetime) -> bool:
+    spec = lease.get("spec") or {}
+    renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
+    if renewed is None or not spec.get("holderIdentity"):
+        return True
+    return renewed + dt.timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0)) <= now
+
+
+@dataclass
+class ClusterLock:
+    client: KubeClient
+    holder: str  # "<dag_id>/<run_id>": a re-run of the same run finds its own lock
+    namespace: str = "default"
+    duration_seconds: int = 6 * 3600
+
+    def _spec(self, now: dt.datetime, acquire: str | None = None) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.holder,
+            "leaseDurationSeconds": self.duration_seconds,
+            "acquireTime": acquire or _micro(now),
+            "renewTime": _micro(now),
+        }
+
+    def current(self) -> dict[str, Any] | None:
+        return self.client.get_or_none(LEASES, LOCK_NAME, self.namespace)
+
+    def acquire(self) -> str:
+        """Take the lock (or confirm we hold it). Returns "acquired", "renewed" or "taken-over"."""
+        now = dt.datetime.now(dt.timezone.utc)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": LOCK_NAME, "namespace": self.namespace, "labels": {"app.kubernetes.io/managed-by": "kube-maintenance"}},
+            "spec": self._spec(now),
+        }
+        try:
+            self.client.create(LEASES, body, self.namespace)
+            return "acquired"
+        except KubeApiError as err:
+            if err.status != 409:
+                raise
+        lease = self.current()
+        if lease is None:  # released in between: try once more
+            self.client.create(LEASES, body, self.namespace)
+            return "acquired"
+        spec = lease.get("spec") or {}
+        if spec.get("holderIdentity") == self.holder:
+            self._write(lease, self._spec(now, spec.get("acquireTime")))
+            return "renewed"
+        if not lease_expired(lease, now):
+            raise ClusterBusy(
+                f"cluster is busy: {spec.get('holderIdentity')} holds the maintenance lock "
+                f"(Lease {self.namespace}/{LOCK_NAME}, renewed {spec.get('renewTime')}, "
+                f"lasts {spec.get('leaseDurationSeconds')}s); try again when it is done"
+            )
+        self._write(lease, self._spec(now))
+        return "taken-over"
+
+    def _write(self, lease: dict[str, Any], spec: dict[str, Any]) -> None:
+        updated = dict(lease)
+        updated["spec"] = spec
+        # PUT with the resourceVersion we read: if someone else wrote it meanwhile, we get 409.
+        self.client.request("PUT", LEASES.path(self.namespace, LOCK_NAME), body=updated)
+
+    def renew(self) -> None:
+        lease = self.current()
+        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.holder:
+            raise ClusterBusy(f"lost the maintenance lock on {self.client.cluster}: now {lease and lease['spec'].get('holderIdentity')}")
+        self._write(lease, self._spec(dt.datetime.now(dt.timezone.utc), lease["spec"].get("acquireTime")))
+
+    def release(self) -> bool:
+        """Drop the lock if we hold it; True if something was released."""
+        lease = self.current()
+        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.holder:
+            return False
+        try:
+            self.client.delete(LEASES, LOCK_NAME, self.namespace, preconditions={"uid": lease["metadata"]["uid"], "resourceVersion": lease["metadata"]["resourceVersion"]})
+        except KubeApiError as err:
+            if err.status in (404, 409):
+                return False
+            raise
+        return True

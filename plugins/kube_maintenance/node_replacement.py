@@ -1,0 +1,369 @@
+"""Rolling node replacement: the work each task of the DAG does.
+
+plan -> preflight (health, lock) -> per batch: cordon -> drain -> terminate -> wait for the
+replacement -> validate -> next batch; rollback (uncordon what was not terminated) on failure;
+release the lock and summarise at the end. Every step is safe to retry or re-run:
+- cordon marks nodes with an annotation saying which run cordoned them and when, so the drain
+  deadline survives reschedules and a rollback uncordons only what this run cordoned;
+- terminate asks EC2 first and never terminates an instance twice or one not in the plan;
+- waits are reschedule-mode sensors: no worker slot is held while nodes drain or boot.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+import time
+from typing import Any, Mapping
+
+from . import drain as drain_rules
+from .health import preflight_report, validation_report
+from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH, KubeApiError
+from .lock import ClusterLock
+from .node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, instance_of, plan_replacement
+from .runtime import TaskRuntime, runtime_for
+
+log = logging.getLogger("kube_maintenance.node_replacement")
+
+CORDONED_AT_ANNOTATION = "kube-maintenance.io/cordoned-at"
+PENDING_GRACE_SECONDS = 300.0
+EVICTION_WORKERS = 16
+
+
+def _skip(message: str) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    raise AirflowSkipException(message)
+
+
+def _fail(message: str) -> None:
+    """Fail without retries: retrying cannot fix this (bad input, a budget that will not allow)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _params(cluster_name: str, context: Mapping[str, Any], max_batches: int) -> tuple[NodeReplacementParams, TaskRuntime]:
+    raw = dict(context.get("params") or {})
+    try:
+        params = NodeReplacementParams.from_mapping(raw, max_batches)
+    except ParamError as exc:
+        _fail(str(exc))
+    return params, runtime_for(cluster_name, context, params.dry_run)
+
+
+def _plan_from(context: Mapping[str, Any]) -> Plan:
+    data = context["ti"].xcom_pull(task_ids="plan")
+    if not data:
+        _fail("no plan: the plan task produced nothing")
+    return Plan.from_xcom(data["plan"])
+
+
+# ----------------------------------------------------------------------------------------------- plan
+def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, Any]:
+    params, rt = _params(cluster_name, context, max_batches)
+    rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=_public(params), outcome="done")
+    now = _now()
+    if not params.dry_run and not params.ignore_window and not rt.cluster.window.contains(now):
+        message = f"outside the maintenance window ({rt.cluster.window.describe()})"
+        if rt.scheduled:
+            _skip(message + "; nothing done")
+        _fail(message + "; set ignore_window to run anyway, or run with dry_run")
+    nodes, _ = rt.kube.list(NODES)
+    try:
+        the_plan = plan_replacement(nodes, params, now)
+    except ParamError as exc:
+        _fail(str(exc))
+    # Which Auto Scaling group each instance is in: needed to wait for the right replacement.
+    states = rt.cloud.instance_states([n.instance_id for n in the_plan.nodes])
+    not_in_group = [f"{n.name} ({n.instance_id})" for n in the_plan.nodes if states[n.instance_id].asg is None or states[n.instance_id].gone]
+    if not_in_group:
+        _fail("cannot replace nodes whose instance is not running in an Auto Scaling group: " + ", ".join(not_in_group))
+    the_plan.batches = [[_with_asg(n, states[n.instance_id].asg) for n in batch] for batch in the_plan.batches]
+    groups = sorted({n.asg for n in the_plan.nodes if n.asg})
+    group_instances = rt.cloud.group_instances(groups)
+    ready_instances = {instance_of(n)[1] for n in nodes if instance_of(n) and _ready(n)}  # type: ignore[index]
+    the_plan.ready_by_group_before = {
+        g: sum(1 for i in group_instances.get(g, []) if i["InstanceId"] in ready_instances) for g in groups
+    }
+    for i, batch in enumerate(the_plan.batches, start=1):
+        for node in batch:
+            target = f"node/{node.name}"
+            detail = {"batch": i, "instance": node.instance_id, "asg": node.asg, "created": node.created}
+            rt.audit.record("plan-replace", target, before={"instance": node.instance_id}, after="replaced by its Auto Scaling group", outcome="planned", **detail)
+    for name, why in sorted(the_plan.skipped.items()):
+        log.info("not replacing %s: %s", name, why)
+    log.info(
+        "plan for %s: %d node(s) in %d batch(es) of at most %d: %s",
+        rt.cluster.name,
+        len(the_plan.nodes),
+        len(the_plan.batches),
+        params.batch_size,
+        [[n.name for n in b] for b in the_plan.batches],
+    )
+    return {"plan": the_plan.to_xcom(), "dry_run": params.dry_run}
+
+
+def _with_asg(node: PlannedNode, asg: str | None) -> PlannedNode:
+    return PlannedNode(node.name, node.instance_id, node.zone, node.created, node.cordoned_before_run, asg)
+
+
+def _ready(node: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in node.get("status", {}).get("conditions") or ())
+
+
+def _public(params: NodeReplacementParams) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(params)
+
+
+# ------------------------------------------------------------------------------------------ preflight
+def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
+    params, rt = _params(cluster_name, context, max_batches)
+    the_plan = _plan_from(context)
+    if not the_plan.nodes:
+        _skip("nothing to replace")
+    nodes, _ = rt.kube.list(NODES)
+    pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
+    report = preflight_report(nodes, pods, {n.name for n in the_plan.nodes}, _now(), PENDING_GRACE_SECONDS)
+    for note in report.notes:
+        log.info(note)
+    if not report.healthy:
+        _fail(f"cluster {rt.cluster.name} is not healthy enough to disrupt: {report.summary()}")
+    if params.dry_run:
+        rt.audit.record("lock", f"lease/{rt.cluster.name}", after=rt.holder)
+        _skip("dry run: plan logged, nothing changed")
+    outcome = ClusterLock(rt.kube, rt.holder).acquire()
+    rt.audit.record("lock", "lease/default/kube-maintenance-lock", before=None, after=rt.holder, outcome=outcome)
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------- batches
+def _batch(context: Mapping[str, Any], index: int) -> list[PlannedNode]:
+    the_plan = _plan_from(context)
+    if index >= len(the_plan.batches):
+        _skip(f"no batch {index + 1}: the plan has {len(the_plan.batches)}")
+    return the_plan.batches[index]
+
+
+def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
+    params, rt = _params(cluster_name, context, max_batches)
+    if params.dry_run:
+        _skip("dry run")
+    batch = _batch(context, index)
+    now = _now()
+    if rt.scheduled and not params.ignore_window:
+        needed = dt.timedelta(seconds=params.drain_timeout_seconds + params.replacement_timeout_seconds)
+        if not rt.cluster.window.fits(now, needed):
+            _skip(f"the maintenance window ({rt.cluster.window.describe()}) cannot fit batch {index + 1}; the rest waits for the next window")
+    ClusterLock(rt.kube, rt.holder).renew()
+    cordoned = []
+    for planned in batch:
+        node = rt.kube.get_or_none(NODES, planned.name)
+        if node is None:
+            rt.audit.record("cordon", f"node/{planned.name}", before="missing", after="missing", outcome="skipped")
+            continue
+        annotations = node["metadata"].get("annotations") or {}
+        if node.get("spec", {}).get("unschedulable") and CORDONED_BY_ANNOTATION in annotations:
+            cordoned.append(planned.name)  # ours, from an earlier try: keep its drain deadline
+            continue
+        was = "unschedulable" if node.get("spec", {}).get("unschedulable") else "schedulable"
+        patch = {
+            "metadata": {"annotations": {CORDONED_BY_ANNOTATION: rt.holder, CORDONED_AT_ANNOTATION: now.isoformat()}},
+            "spec": {"unschedulable": True},
+        }
+        rt.kube.patch(NODES, planned.name, patch, content_type=STRATEGIC_MERGE_PATCH)
+        rt.audit.record("cordon", f"node/{planned.name}", before=was, after="unschedulable", batch=index + 1, cordoned_by_hand_before=planned.cordoned_before_run)
+        cordoned.append(planned.name)
+    return cordoned
+
+
+def _drain_deadline(node: Mapping[str, Any], timeout: int) -> dt.datetime:
+    stamp = (node["metadata"].get("annotations") or {}).get(CORDONED_AT_ANNOTATION)
+    started = dt.datetime.fromisoformat(stamp) if stamp else _now()
+    return started + dt.timedelta(seconds=timeout)
+
+
+def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
+    """One pass of a drain (a sensor poke): evict what is left, True once every node is empty."""
+    params, rt = _params(cluster_name, context, max_batches)
+    batch = _batch(context, index)
+    opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
+    all_done = True
+    blocked: dict[str, str] = {}
+    for planned in batch:
+        node = rt.kube.get_or_none(NODES, planned.name)
+        if node is None:
+            continue  # gone already (an earlier try terminated it): nothing to drain
+        pods, _ = rt.kube.list(PODS, field_selector=f"spec.nodeName={planned.name}")
+        decisions = drain_rules.decide_all(pods, opts)
+        refusal = drain_rules.refusal_message(planned.name, decisions)
+        if refusal:
+            _fail(refusal)
+        to_evict = [d for d in decisions if d.action == drain_rules.EVICT]
+        if drain_rules.pods_left(decisions):
+            all_done = False
+        by_uid = {p["metadata"]["uid"]: p for p in pods}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(EVICTION_WORKERS, max(1, len(to_evict)))) as pool:
+            results = list(pool.map(lambda d: (d, _evict(rt, by_uid[d.uid], params.pod_grace_period_seconds)), to_evict))
+        for decision, (outcome, detail) in results:
+            if outcome == "evicted":
+                rt.audit.record("evict", decision.ref, before={"node": planned.name, "uid": decision.uid}, after="evicted", batch=index + 1)
+            elif outcome == "blocked":
+                blocked[decision.ref] = detail
+            elif outcome == "error":
+                _fail(f"cannot evict {decision.ref} from {planned.name}: {detail}")
+        if not drain_rules.pods_left(decisions):
+            continue
+        if _now() >= _drain_deadline(node, params.drain_timeout_seconds):
+            waiting = [d.ref for d in drain_rules.pods_left(decisions)]
+            reasons = sorted(set(blocked.values())) or ["pods did not terminate in time"]
+            _fail(
+                f"drain of {planned.name} did not finish within {params.drain_timeout_seconds}s; "
+                f"{len(waiting)} pod(s) left ({', '.join(waiting[:10])}); blocked by: {'; '.join(reasons)}"
+            )
+    for ref, why in sorted(blocked.items()):
+        log.info("eviction of %s refused for now: %s", ref, why)
+    return all_done
+
+
+def _evict(rt: TaskRuntime, pod: Mapping[str, Any], grace: int | None) -> tuple[str, str]:
+    try:
+        rt.kube.evict(pod, grace)
+        return "evicted", ""
+    except KubeApiError as err:
+        if err.status == 429:
+            return "blocked", drain_rules.blocking_budget(err.body)
+        if err.status in (404, 409):  # gone, or a different pod by that name now: done
+            return "gone", ""
+        if err.status >= 500 and "more than one PodDisruptionBudget" in err.message:
+            return "error", err.message
+        if err.status >= 500:
+            return "blocked", f"API error {err.status}: {err.message}"
+        return "error", f"{err.status} {err.reason}: {err.message}"
+
+
+def rollback(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
+    """After a failure in the batch: uncordon the nodes this run cordoned and did not terminate."""
+    params, rt = _params(cluster_name, context, max_batches)
+    batch = _batch(context, index)
+    states = rt.cloud.instance_states([n.instance_id for n in batch])
+    uncordoned = []
+    for planned in batch:
+        node = rt.kube.get_or_none(NODES, planned.name)
+        if node is None or states[planned.instance_id].gone:
+            continue
+        annotations = node["metadata"].get("annotations") or {}
+        if annotations.get(CORDONED_BY_ANNOTATION) != rt.holder:
+            continue  # not cordoned by this run (perhaps by hand): leave it as it is
+        patch: dict[str, Any] = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None, CORDONED_AT_ANNOTATION: None}}}
+        if not planned.cordoned_before_run:
+            patch["spec"] = {"unschedulable": None}
+        rt.kube.patch(NODES, planned.name, patch, content_type=STRATEGIC_MERGE_PATCH)
+        after = "unschedulable (cordoned by hand before the run)" if planned.cordoned_before_run else "schedulable"
+        rt.audit.record("uncordon", f"node/{planned.name}", before="unschedulable", after=after, batch=index + 1)
+        uncordoned.append(planned.name)
+    return uncordoned
+
+
+def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> dict[str, Any]:
+    params, rt = _params(cluster_name, context, max_batches)
+    batch = _batch(context, index)
+    states = rt.cloud.instance_states([n.instance_id for n in batch])
+    terminated = []
+    for planned in batch:
+        state = states[planned.instance_id]
+        target = f"instance/{planned.instance_id}"
+        if state.gone:
+            rt.audit.record("terminate", target, before=state.state, after=state.state, outcome="skipped", node=planned.name, why="already terminated")
+            continue
+        node = rt.kube.get_or_none(NODES, planned.name)
+        if node is not None and (instance_of(node) or ("", ""))[1] != planned.instance_id:
+            _fail(f"node {planned.name} is now instance {instance_of(node)}, not {planned.instance_id} as planned; not terminating")
+        if node is not None and not node.get("spec", {}).get("unschedulable"):
+            _fail(f"node {planned.name} is schedulable again (uncordoned since the drain?); not terminating it")
+        activity = rt.cloud.terminate_in_group(planned.instance_id)
+        rt.audit.record(
+            "terminate",
+            target,
+            before=state.state,
+            after="terminating",
+            node=planned.name,
+            asg=state.asg,
+            should_decrement_desired_capacity=False,
+            activity=activity.get("ActivityId"),
+        )
+        terminated.append(planned.instance_id)
+    return {"terminated": terminated, "at": _now().isoformat()}
+
+
+def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
+    """True once each affected group has as many Ready nodes as before, not counting replaced ones."""
+    params, rt = _params(cluster_name, context, max_batches)
+    the_plan = _plan_from(context)
+    batch = _batch(context, index)
+    replaced = {n.instance_id for b in the_plan.batches[: index + 1] for n in b}
+    groups = sorted({n.asg for n in batch if n.asg})
+    nodes, _ = rt.kube.list(NODES)
+    ready_instances = {instance_of(n)[1] for n in nodes if instance_of(n) and _ready(n)}  # type: ignore[index]
+    group_instances = rt.cloud.group_instances(groups)
+    terminated = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
+    started = dt.datetime.fromisoformat(terminated["at"]) if terminated.get("at") else _now()
+    missing = {}
+    for group in groups:
+        ready = sum(1 for i in group_instances.get(group, []) if i["InstanceId"] in ready_instances and i["InstanceId"] not in replaced)
+        want = the_plan.ready_by_group_before.get(group, 0)
+        if ready < want:
+            missing[group] = f"{ready}/{want} Ready"
+    if missing:
+        if _now() > started + dt.timedelta(seconds=params.replacement_timeout_seconds):
+            _fail(
+                f"replacement node(s) did not join Ready within {params.replacement_timeout_seconds}s after batch {index + 1} "
+                f"({', '.join(n.name for n in batch)}): {missing}; not starting the next batch"
+            )
+        log.info("waiting for replacements: %s", missing)
+        return False
+    log.info("replacements Ready in %s", ", ".join(groups))
+    return True
+
+
+def validate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
+    """Healthy twice, some seconds apart (as kops validates), before the next batch starts."""
+    params, rt = _params(cluster_name, context, max_batches)
+    the_plan = _plan_from(context)
+    replaced = {n.name for b in the_plan.batches[: index + 1] for n in b}
+    for attempt in range(2):
+        if attempt:
+            time.sleep(params.validation_interval_seconds)
+        nodes, _ = rt.kube.list(NODES)
+        pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
+        deployments, _ = rt.kube.list(DEPLOYMENTS)
+        report = validation_report(nodes, pods, deployments, the_plan.ready_nodes_before, replaced, _now(), PENDING_GRACE_SECONDS)
+        if not report.healthy:
+            log.info("not yet healthy after batch %d: %s", index + 1, report.summary())
+            return False
+    log.info("cluster healthy after batch %d", index + 1)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------- finish
+def release(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, Any]:
+    # Runs whatever happened before (trigger rule all_done), even after bad parameters: release
+    # only ever drops a lock this very run holds, so it is always safe to try.
+    dry_run = (context.get("params") or {}).get("dry_run") is not False
+    rt = runtime_for(cluster_name, context, dry_run)
+    released = False
+    if not dry_run:
+        released = ClusterLock(rt.kube, rt.holder).release()
+        if released:
+            rt.audit.record("unlock", "lease/default/kube-maintenance-lock", before=rt.holder, after=None)
+    data = context["ti"].xcom_pull(task_ids="plan") or {}
+    planned = Plan.from_xcom(data["plan"]).nodes if data else []
+    summary = {"cluster": rt.cluster.name, "planned": [n.name for n in planned], "dry_run": dry_run, "lock_released": released}
+    log.info("summary: %s", summary)
+    return summary

@@ -1,0 +1,174 @@
+"""The cluster registry: one versioned file listing every cluster and how it is reached.
+
+Validated when DAGs are parsed (cheap: a local file read and plain checks), with errors that name
+the bad field, e.g. ``clusters[1].maintenance_window.start: expected HH:MM, got '25:00'``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .windows import DAY_NAMES, MaintenanceWindow
+
+REGISTRY_ENV = "KUBE_MAINTENANCE_REGISTRY"
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "config" / "clusters.yaml"
+SUPPORTED_VERSIONS = (1,)
+OPERATIONS = ("node_replacement", "cronjob_refresh", "rollout_restart")
+# Never touched by any operation, whatever a registry or a form says.
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
+
+
+class RegistryError(ValueError):
+    """The registry file is unusable; the message names the field to fix."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    kubernetes_conn_id: str
+    aws_conn_id: str | None
+    region: str | None
+    timezone: str
+    window: MaintenanceWindow
+    protected_namespaces: tuple[str, ...]
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+    def operation(self, name: str) -> dict[str, Any]:
+        """Per-operation settings (``enabled``, ``schedule`` and parameter defaults)."""
+        return dict(self.operations.get(name) or {})
+
+    def enabled(self, name: str) -> bool:
+        return bool(self.operation(name).get("enabled", True))
+
+
+@dataclass(frozen=True)
+class Registry:
+    version: int
+    clusters: tuple[ClusterConfig, ...]
+    source: str
+
+    def cluster(self, name: str) -> ClusterConfig:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in self.clusters)
+        raise RegistryError(f"unknown cluster {name!r}; the registry {self.source} lists: {known}")
+
+
+def _require(obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in obj:
+        raise RegistryError(f"{where}.{key}: required")
+    value = obj[key]
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise RegistryError(f"{where}.{key}: expected {expected}, got {value!r}")
+    return value
+
+
+def _window(raw: Any, where: str, tz: str) -> MaintenanceWindow:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: expected a mapping with days, start and duration_minutes")
+    days = raw.get("days", list(DAY_NAMES))
+    if not isinstance(days, list) or not days or any(d not in DAY_NAMES for d in days):
+        raise RegistryError(f"{where}.days: expected a non-empty list of {', '.join(DAY_NAMES)}, got {days!r}")
+    start = _require(raw, "start", where, str)
+    m = re.match(r"^([01]\d|2[0-3]):([0-5]\d)$", start)
+    if not m:
+        raise RegistryError(f"{where}.start: expected HH:MM (24h), got {start!r}")
+    duration = _require(raw, "duration_minutes", where, int)
+    if isinstance(duration, bool) or not 1 <= duration <= 24 * 60:
+        raise RegistryError(f"{where}.duration_minutes: expected 1..1440, got {duration!r}")
+    return MaintenanceWindow(tuple(days), int(m.group(1)), int(m.group(2)), duration, tz)
+
+
+def parse_registry(data: Any, source: str = "<registry>") -> Registry:
+    if not isinstance(data, dict):
+        raise RegistryError(f"{source}: expected a mapping at top level")
+    version = data.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        raise RegistryError(f"version: expected one of {SUPPORTED_VERSIONS}, got {version!r}")
+    raw_clusters = data.get("clusters")
+    if not isinstance(raw_clusters, list) or not raw_clusters:
+        raise RegistryError("clusters: expected a non-empty list")
+    clusters: list[ClusterConfig] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_clusters):
+        where = f"clusters[{i}]"
+        if not isinstance(raw, dict):
+            raise RegistryError(f"{where}: expected a mapping")
+        name = _require(raw, "name", where, str)
+        if not _NAME.match(name):
+            raise RegistryError(f"{where}.name: {name!r} must be lower case letters, digits, '-' or '_'")
+        if name in seen:
+            raise RegistryError(f"{where}.name: duplicate cluster name {name!r}")
+        seen.add(name)
+        where = f"clusters[{i}] ({name})"
+        k8s_conn = _require(raw, "kubernetes_conn_id", where, str)
+        aws_conn = raw.get("aws_conn_id")
+        if aws_conn is not None and not isinstance(aws_conn, str):
+            raise RegistryError(f"{where}.aws_conn_id: expected a string")
+        region = raw.get("region")
+        if aws_conn and not isinstance(region, str):
+            raise RegistryError(f"{where}.region: required when aws_conn_id is set")
+        tz = _require(raw, "timezone", where, str)
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise RegistryError(f"{where}.timezone: unknown timezone {tz!r}") from exc
+        window = _window(raw.get("maintenance_window"), f"{where}.maintenance_window", tz)
+        protected = raw.get("protected_namespaces", [])
+        if not isinstance(protected, list) or not all(isinstance(n, str) for n in protected):
+            raise RegistryError(f"{where}.protected_namespaces: expected a list of namespace names")
+        ops = raw.get("operations", {})
+        if not isinstance(ops, dict):
+            raise RegistryError(f"{where}.operations: expected a mapping")
+        for op_name, settings in ops.items():
+            if op_name not in OPERATIONS:
+                raise RegistryError(f"{where}.operations.{op_name}: unknown operation; expected one of {', '.join(OPERATIONS)}")
+            if not isinstance(settings, dict):
+                raise RegistryError(f"{where}.operations.{op_name}: expected a mapping")
+            if "enabled" in settings and not isinstance(settings["enabled"], bool):
+                raise RegistryError(f"{where}.operations.{op_name}.enabled: expected true or false")
+        clusters.append(
+            ClusterConfig(
+                name=name,
+                kubernetes_conn_id=k8s_conn,
+                aws_conn_id=aws_conn,
+                region=region,
+                timezone=tz,
+                window=window,
+                protected_namespaces=tuple(dict.fromkeys([*SYSTEM_NAMESPACES, *protected])),
+                operations={k: dict(v) for k, v in ops.items()},
+                description=str(raw.get("description", "")),
+            )
+        )
+    return Registry(int(version), tuple(clusters), source)
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
+    """Read and validate the registry (``$KUBE_MAINTENANCE_REGISTRY`` or config/clusters.yaml)."""
+    target = Path(path or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
+    try:
+        text = target.read_text()
+    except OSError as exc:
+        raise RegistryError(f"cannot read the cluster registry {target}: {exc.strerror}") from exc
+    if target.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{target}: invalid JSON: {exc}") from exc
+    else:
+        import yaml  # a dependency of Airflow itself; only loaded for YAML registries
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"{target}: invalid YAML: {exc}") from exc
+    return parse_registry(data, str(target))

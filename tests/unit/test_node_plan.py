@@ -1,0 +1,100 @@
+"""Which nodes a replacement run picks, and how it batches them."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from kube_maintenance.node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, plan_replacement
+
+NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def node(name: str, age_hours: float, labels: dict | None = None, unschedulable: bool = False, provider: str | None = "auto", annotations: dict | None = None) -> dict:
+    created = (NOW - dt.timedelta(hours=age_hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    spec: dict = {"unschedulable": True} if unschedulable else {}
+    if provider == "auto":
+        spec["providerID"] = f"aws:///us-east-1a/i-{abs(hash(name)) % 10**12:012x}"
+    elif provider:
+        spec["providerID"] = provider
+    return {
+        "metadata": {"name": name, "creationTimestamp": created, "labels": labels or {}, "annotations": annotations or {}},
+        "spec": spec,
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+NODES = [
+    node("n-old", 500, {"role": "worker"}),
+    node("n-mid", 200, {"role": "worker"}),
+    node("n-new", 2, {"role": "worker"}),
+    node("n-db", 900, {"role": "db"}),
+    node("n-hand", 300, {"role": "worker"}, unschedulable=True),
+]
+
+
+def params(**kw: object) -> NodeReplacementParams:
+    return NodeReplacementParams.from_mapping(kw, max_batches=10)
+
+
+def names(plan) -> list[list[str]]:
+    return [[n.name for n in b] for b in plan.batches]
+
+
+def test_oldest_first_by_selector_and_age_in_batches() -> None:
+    plan = plan_replacement(NODES, params(node_selector="role=worker", min_node_age_hours=24, batch_size=2), NOW)
+    assert names(plan) == [["n-old", "n-hand"], ["n-mid"]]
+    assert plan.skipped["n-new"] == "younger than 24h"
+    assert "do not match" in plan.skipped["n-db"]
+    assert plan.ready_nodes_before == 5
+
+
+def test_hand_cordoned_nodes_are_marked_so_they_stay_cordoned() -> None:
+    plan = plan_replacement(NODES, params(node_names=["n-hand", "n-old"]), NOW)
+    by_name = {n.name: n for n in plan.nodes}
+    assert by_name["n-hand"].cordoned_before_run and not by_name["n-old"].cordoned_before_run
+    ours = node("n-ours", 300, unschedulable=True, annotations={CORDONED_BY_ANNOTATION: "dag/run"})
+    assert not plan_replacement([ours], params(), NOW).nodes[0].cordoned_before_run
+
+
+def test_max_nodes_exclusions_and_explicit_names() -> None:
+    plan = plan_replacement(NODES, params(max_nodes=2, exclude_nodes=["n-db"]), NOW)
+    assert names(plan) == [["n-old"], ["n-hand"]]
+    assert plan.skipped["n-db"].startswith("excluded")
+    assert "beyond max_nodes=2" in plan.skipped["n-mid"]
+
+
+def test_unknown_or_unreplaceable_explicit_nodes_fail_loudly() -> None:
+    with pytest.raises(ParamError, match="no such node.*n-typo"):
+        plan_replacement(NODES, params(node_names=["n-old", "n-typo"]), NOW)
+    with pytest.raises(ParamError, match="cannot replace n-new .younger than 24h"):
+        plan_replacement(NODES, params(node_names=["n-new"], min_node_age_hours=24), NOW)
+    kind = node("kind-node", 100, provider="kind://docker/kind/kind-node")
+    with pytest.raises(ParamError, match="not an EC2 instance"):
+        plan_replacement([kind], params(node_names=["kind-node"]), NOW)
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ({"batch_size": 0}, "batch_size: must be between 1 and 100, got 0"),
+        ({"batch_size": "two"}, "batch_size: expected a whole number"),
+        ({"max_nodes": 2.5}, "max_nodes: expected a whole number"),
+        ({"node_selector": "role in (a"}, "node_selector: invalid label selector"),
+        ({"dry_run": "yes"}, "dry_run: expected true or false"),
+        ({"min_node_age_hours": -1}, "min_node_age_hours"),
+        ({"node_names": ["a"], "exclude_nodes": ["a"]}, "exclude_nodes: ['a'] are also in node_names"),
+        ({"max_nodes": 50, "batch_size": 1}, "need 50 batches, but this DAG runs at most 10"),
+        ({"surge": True}, "surge: launching replacements before draining is not supported yet"),
+    ],
+)
+def test_bad_parameters_say_what_to_fix(raw: dict, message: str) -> None:
+    with pytest.raises(ParamError) as err:
+        params(**raw)
+    assert message in str(err.value)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(ParamError) as err:
+        params(batch_size=0, max_nodes=0)
+    assert "batch_size" in str(err.value) and "max_nodes" in str(err.value)

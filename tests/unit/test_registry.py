@@ -1,0 +1,94 @@
+"""The cluster registry: validated on parse, errors name the field."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from kube_maintenance.registry import SYSTEM_NAMESPACES, RegistryError, load_registry, parse_registry
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = {
+    "version": 1,
+    "clusters": [
+        {
+            "name": "staging",
+            "kubernetes_conn_id": "k8s_staging",
+            "aws_conn_id": "aws_staging",
+            "region": "eu-west-1",
+            "timezone": "Europe/London",
+            "maintenance_window": {"days": ["tue"], "start": "23:00", "duration_minutes": 120},
+            "protected_namespaces": ["monitoring"],
+            "operations": {"node_replacement": {"scheduled": True}},
+        }
+    ],
+}
+
+
+def broken(path: str, value: object) -> dict:
+    data = copy.deepcopy(GOOD)
+    target = data["clusters"][0]
+    *parents, last = path.split(".")
+    for p in parents:
+        target = target[p]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+def test_the_shipped_registries_are_valid() -> None:
+    assert [c.name for c in load_registry(REPO / "config" / "clusters.yaml").clusters] == ["staging", "production"]
+    assert [c.name for c in load_registry(REPO / "config" / "clusters.sandbox.json").clusters] == ["staging", "production"]
+
+
+def test_system_namespaces_are_always_protected() -> None:
+    cluster = parse_registry(GOOD).clusters[0]
+    assert cluster.protected_namespaces[: len(SYSTEM_NAMESPACES)] == SYSTEM_NAMESPACES
+    assert "monitoring" in cluster.protected_namespaces
+
+
+@pytest.mark.parametrize(
+    "path,value,message",
+    [
+        ("timezone", "Mars/Olympus", "clusters[0] (staging).timezone: unknown timezone 'Mars/Olympus'"),
+        ("maintenance_window.start", "25:00", "maintenance_window.start: expected HH:MM"),
+        ("maintenance_window.days", ["someday"], "maintenance_window.days"),
+        ("maintenance_window.duration_minutes", 0, "maintenance_window.duration_minutes: expected 1..1440"),
+        ("kubernetes_conn_id", KeyError, "kubernetes_conn_id: required"),
+        ("region", KeyError, "region: required when aws_conn_id is set"),
+        ("name", "Bad Name", "clusters[0].name"),
+        ("operations", {"reboot_everything": {}}, "operations.reboot_everything: unknown operation"),
+    ],
+)
+def test_errors_name_the_bad_field(path: str, value: object, message: str) -> None:
+    with pytest.raises(RegistryError) as err:
+        parse_registry(broken(path, value))
+    assert message in str(err.value)
+
+
+def test_duplicate_names_and_unknown_cluster() -> None:
+    data = copy.deepcopy(GOOD)
+    data["clusters"].append(copy.deepcopy(data["clusters"][0]))
+    with pytest.raises(RegistryError, match="duplicate cluster name 'staging'"):
+        parse_registry(data)
+    with pytest.raises(RegistryError, match="unknown cluster 'prod'.*staging"):
+        parse_registry(GOOD).cluster("prod")
+
+
+def test_unsupported_version_and_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="version"):
+        parse_registry({**GOOD, "version": 2})
+    with pytest.raises(RegistryError, match="cannot read the cluster registry"):
+        load_registry(tmp_path / "missing.yaml")
+    bad = tmp_path / "r.json"
+    bad.write_text("{")
+    with pytest.raises(RegistryError, match="invalid JSON"):
+        load_registry(bad)
+    good = tmp_path / "r2.json"
+    good.write_text(json.dumps(GOOD))
+    assert load_registry(good).clusters[0].window.cron == "0 23 * * 2"
