@@ -4,10 +4,27 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Airflow reads its settings when first imported: give the whole test session its own throwaway
+# AIRFLOW_HOME and SQLite database before any test module imports it.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="kube-maintenance-airflow-")
+os.environ.update(
+    {
+        "AIRFLOW_HOME": _AIRFLOW_HOME,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+)
 
 from sandbox.cluster import SandboxCluster
 from sandbox.testing import fast_config
