@@ -410,10 +410,14 @@ class Store:
         obj: Obj,
         subresource: str | None = None,
         check_rv: bool = True,
+        _owned: bool = False,
     ) -> Obj:
-        """Replace an object (PUT). The main resource keeps the old status; ``status`` keeps the rest."""
+        """Replace an object (PUT). The main resource keeps the old status; ``status`` keeps the rest.
+
+        ``_owned``: the caller hands over a private copy (``mutate``), so no defensive copy is made.
+        """
         rt = BY_KEY[key]
-        new = copy.deepcopy(obj)
+        new = obj if _owned else copy.deepcopy(obj)
         new["apiVersion"] = rt.api_version
         new["kind"] = rt.kind
         nm = meta(new)
@@ -437,7 +441,9 @@ class Store:
             if rt.namespaced:
                 nm["namespace"] = om["namespace"]
             if subresource == "status":
-                merged = copy.deepcopy(old)
+                # Stored objects are never changed in place: sharing the old spec is safe.
+                merged = {k: v for k, v in old.items() if k != "status"}
+                merged["metadata"] = copy.deepcopy(old["metadata"])
                 merged["status"] = new.get("status", {})
                 new = merged
             elif subresource is None and "status" in rt.subresources:
@@ -458,9 +464,14 @@ class Store:
         with self.lock:
             obj = self.get_copy(key, namespace, name)
             fn(obj)
-            return self.update(key, obj, subresource=subresource, check_rv=False)
+            return self.update(key, obj, subresource=subresource, check_rv=False, _owned=True)
 
     def _finalizable(self, key: str, obj: Obj) -> bool:
+        # A terminating namespace goes only once the namespace controller cleared spec.finalizers
+        # (through the finalize subresource), not on any update that happens to carry no
+        # metadata.finalizers.
+        if key == NAMESPACES and obj.get("spec", {}).get("finalizers"):
+            return False
         # A pod bound to a node is removed by its kubelet once its containers stopped, not here.
         return not (key == PODS and obj.get("spec", {}).get("nodeName") and obj["metadata"].get("deletionGracePeriodSeconds", 0) > 0)
 

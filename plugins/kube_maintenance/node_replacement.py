@@ -10,7 +10,6 @@ release the lock and summarise at the end. Every step is safe to retry or re-run
 """
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import logging
 import time
@@ -18,8 +17,9 @@ from typing import Any, Mapping
 
 from . import drain as drain_rules
 from .health import preflight_report, validation_report
-from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH, KubeApiError
+from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH
 from .lock import ClusterLock
+from .node_ops import drain_pass
 from .node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, instance_of, plan_replacement
 from .runtime import TaskRuntime, runtime_for
 
@@ -27,7 +27,8 @@ log = logging.getLogger("kube_maintenance.node_replacement")
 
 CORDONED_AT_ANNOTATION = "kube-maintenance.io/cordoned-at"
 PENDING_GRACE_SECONDS = 300.0
-EVICTION_WORKERS = 16
+# A poke watches evicted pods go for at most this long, then frees its worker slot.
+DRAIN_WAIT_PER_POKE_SECONDS = 60.0
 
 
 def _skip(message: str) -> None:
@@ -190,62 +191,40 @@ def _drain_deadline(node: Mapping[str, Any], timeout: int) -> dt.datetime:
 
 
 def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
-    """One pass of a drain (a sensor poke): evict what is left, True once every node is empty."""
+    """One pass of the batch's drain (a sensor poke): evict what is left, watch it go (bounded).
+
+    True once every node of the batch is empty; False to be poked again (a PDB not allowing yet).
+    The deadline counts from the cordon (an annotation on the node), so reschedules and retries
+    do not extend it.
+    """
     params, rt = _params(cluster_name, context, max_batches)
     batch = _batch(context, index)
     opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
     all_done = True
-    blocked: dict[str, str] = {}
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
         if node is None:
             continue  # gone already (an earlier try terminated it): nothing to drain
-        pods, _ = rt.kube.list(PODS, field_selector=f"spec.nodeName={planned.name}")
-        decisions = drain_rules.decide_all(pods, opts)
-        refusal = drain_rules.refusal_message(planned.name, decisions)
-        if refusal:
-            _fail(refusal)
-        to_evict = [d for d in decisions if d.action == drain_rules.EVICT]
-        if drain_rules.pods_left(decisions):
-            all_done = False
-        by_uid = {p["metadata"]["uid"]: p for p in pods}
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(EVICTION_WORKERS, max(1, len(to_evict)))) as pool:
-            results = list(pool.map(lambda d: (d, _evict(rt, by_uid[d.uid], params.pod_grace_period_seconds)), to_evict))
-        for decision, (outcome, detail) in results:
-            if outcome == "evicted":
-                rt.audit.record("evict", decision.ref, before={"node": planned.name, "uid": decision.uid}, after="evicted", batch=index + 1)
-            elif outcome == "blocked":
-                blocked[decision.ref] = detail
-            elif outcome == "error":
-                _fail(f"cannot evict {decision.ref} from {planned.name}: {detail}")
-        if not drain_rules.pods_left(decisions):
+        deadline = _drain_deadline(node, params.drain_timeout_seconds)
+        wait = max(0.0, min(DRAIN_WAIT_PER_POKE_SECONDS, (deadline - _now()).total_seconds()))
+        result = drain_pass(rt.kube, planned.name, opts, params.pod_grace_period_seconds, wait)
+        if result.refusal or result.error:
+            _fail(result.refusal or result.error or "")
+        for decision in result.evicted:
+            rt.audit.record("evict", decision.ref, before={"node": planned.name, "uid": decision.uid}, after="evicted", batch=index + 1)
+        for ref, why in sorted(result.blocked.items()):
+            log.info("eviction of %s refused for now: %s", ref, why)
+        if result.done:
+            log.info("%s drained", planned.name)
             continue
-        if _now() >= _drain_deadline(node, params.drain_timeout_seconds):
-            waiting = [d.ref for d in drain_rules.pods_left(decisions)]
-            reasons = sorted(set(blocked.values())) or ["pods did not terminate in time"]
+        all_done = False
+        if _now() >= deadline:
+            reasons = sorted(set(result.blocked.values())) or ["pods did not terminate in time"]
             _fail(
                 f"drain of {planned.name} did not finish within {params.drain_timeout_seconds}s; "
-                f"{len(waiting)} pod(s) left ({', '.join(waiting[:10])}); blocked by: {'; '.join(reasons)}"
+                f"{len(result.left)} pod(s) left ({', '.join(result.left[:10])}); blocked by: {'; '.join(reasons)}"
             )
-    for ref, why in sorted(blocked.items()):
-        log.info("eviction of %s refused for now: %s", ref, why)
     return all_done
-
-
-def _evict(rt: TaskRuntime, pod: Mapping[str, Any], grace: int | None) -> tuple[str, str]:
-    try:
-        rt.kube.evict(pod, grace)
-        return "evicted", ""
-    except KubeApiError as err:
-        if err.status == 429:
-            return "blocked", drain_rules.blocking_budget(err.body)
-        if err.status in (404, 409):  # gone, or a different pod by that name now: done
-            return "gone", ""
-        if err.status >= 500 and "more than one PodDisruptionBudget" in err.message:
-            return "error", err.message
-        if err.status >= 500:
-            return "blocked", f"API error {err.status}: {err.message}"
-        return "error", f"{err.status} {err.reason}: {err.message}"
 
 
 def rollback(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
