@@ -1,113 +1,13 @@
-"""Whole DAG runs against sandbox clusters, through real Airflow connections (no mocked hooks)."""
+"""Fixtures for whole DAG runs against sandbox clusters."""
 from __future__ import annotations
 
-import json
-import logging
-import runpy
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
+from harness import DagRunner, fast_world_config
 
-from sandbox.__main__ import airflow_connections
-from sandbox.config import SandboxConfig
 from sandbox.scenario import World, start_world
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def fast_world_config() -> SandboxConfig:
-    return SandboxConfig(
-        pod_start_seconds=0.2,
-        pod_termination_seconds=0.1,
-        job_run_seconds=0.5,
-        node_boot_seconds=1.0,
-        node_notready_seconds=0.2,
-        node_delete_seconds=0.5,
-        asg_poll_seconds=0.2,
-        cronjob_poll_seconds=0.5,
-    )
-
-
-def registry_for(world: World, **operation_settings: dict[str, Any]) -> dict[str, Any]:
-    """A registry naming the world's clusters, windows always open, sensors poking every second."""
-    clusters = []
-    for name, member in world.clusters.items():
-        ops = {
-            "node_replacement": {"max_batches": 6, "poke_interval_seconds": 1, "retries": 1, "retry_delay_seconds": 1,
-                                 "defaults": {"validation_interval_seconds": 1, "drain_timeout_seconds": 60, "replacement_timeout_seconds": 60}},
-            "cronjob_refresh": {"poke_interval_seconds": 1, "retries": 1, "retry_delay_seconds": 1},
-            "rollout_restart": {"poke_interval_seconds": 1, "retries": 1, "retry_delay_seconds": 1},
-        }
-        for op, settings in operation_settings.items():
-            ops[op] = {**ops.get(op, {}), **settings}
-        clusters.append(
-            {
-                "name": name,
-                "kubernetes_conn_id": f"k8s_{name}",
-                "aws_conn_id": f"aws_{name}",
-                "region": member.region,
-                "timezone": "UTC",
-                "maintenance_window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "duration_minutes": 1440},
-                "protected_namespaces": [],
-                "operations": ops,
-            }
-        )
-    return {"version": 1, "clusters": clusters}
-
-
-class AuditCapture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@dataclass
-class RunResult:
-    state: str
-    task_states: dict[str, str]
-    audit: list[dict[str, Any]]
-    logs: list[str] = field(default_factory=list)
-
-    def failed_tasks(self) -> list[str]:
-        return sorted(t for t, s in self.task_states.items() if s == "failed")
-
-
-class DagRunner:
-    """Runs a DAG of this repo with ``dag.test()`` (tasks in-process, sensors rescheduled for real)."""
-
-    def __init__(self, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.world = world
-        self.tmp_path = tmp_path
-        self.monkeypatch = monkeypatch
-        for var, conn in airflow_connections(world).items():
-            monkeypatch.setenv(var, json.dumps(conn))
-        self.set_registry(registry_for(world))
-
-    def set_registry(self, registry: dict[str, Any]) -> None:
-        path = self.tmp_path / "clusters.json"
-        path.write_text(json.dumps(registry))
-        self.monkeypatch.setenv("KUBE_MAINTENANCE_REGISTRY", str(path))
-
-    def run(self, dag_file: str, dag_id: str, conf: dict[str, Any]) -> RunResult:
-        from kube_maintenance.audit import parse_audit_lines
-
-        dags = runpy.run_path(str(REPO / "dags" / dag_file))
-        dag = dags[dag_id]
-        capture = AuditCapture()
-        loggers = [logging.getLogger("kube_maintenance"), logging.getLogger("kube_maintenance.audit")]
-        audit_logger = loggers[1]
-        audit_logger.addHandler(capture)
-        try:
-            dag_run = dag.test(run_conf=conf)
-        finally:
-            audit_logger.removeHandler(capture)
-        states = {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
-        return RunResult(str(getattr(dag_run.state, "value", dag_run.state)), states, parse_audit_lines("\n".join(capture.messages)), capture.messages)
 
 
 @pytest.fixture(scope="session")

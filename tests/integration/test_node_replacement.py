@@ -1,28 +1,202 @@
 """Rolling node replacement, whole DAG runs against the sandbox through real Airflow connections."""
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import boto3
 import pytest
 
+from sandbox.aws import NodeGroup
 from sandbox.monitor import WRITE_VERBS
-from sandbox.resources import NODES
+from sandbox.resources import DEPLOYMENTS, NODES, PDBS, PODS
+from sandbox.scenario import ClusterPlan, World, start_world
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+from harness import DagRunner, fast_world_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 DAG_FILE = "node_replacement.py"
+DAG_ID = "node_replacement__staging"
+DAY = 86400.0
 
 
-def node_names(cluster) -> set[str]:
-    return {n["metadata"]["name"] for n in cluster.store.iter(NODES)}
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    """Staging with six old nodes (four general, two batch) and the demo workloads; production beside it."""
+    staging = ClusterPlan(
+        "staging",
+        "eu-west-1",
+        (
+            NodeGroup("staging-general", "m5.large", desired=4, min_size=3, max_size=8, labels={"workload-type": "general"}, age_seconds=40 * DAY),
+            NodeGroup("staging-batch", "c5.xlarge", desired=2, min_size=1, max_size=4, labels={"workload-type": "batch"}, age_seconds=3 * DAY),
+        ),
+    )
+    w = start_world(tmp_path / "sandbox", (staging, "production"), fast_world_config())
+    try:
+        yield w
+    finally:
+        w.stop()
 
 
-def test_dry_run_changes_nothing_and_logs_the_plan(dag_runner, world) -> None:
+def node_names(world: World, cluster: str = "staging") -> set[str]:
+    return {n["metadata"]["name"] for n in world.clusters[cluster].cluster.store.iter(NODES)}
+
+
+def writes_since(world: World, cluster: str, seq: int) -> list:
+    return [r for r in world.clusters[cluster].cluster.requests.since(seq) if r.verb in WRITE_VERBS and "kube-maintenance" in r.user_agent]
+
+
+def instance_states(world: World, cluster: str) -> dict[str, str]:
+    ec2 = boto3.client("ec2", region_name=world.region(cluster), endpoint_url=world.moto_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    return {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+
+
+def all_available(world: World, cluster: str = "staging") -> list[str]:
+    store = world.clusters[cluster].cluster.store
+    return [
+        f"{d['metadata']['namespace']}/{d['metadata']['name']}"
+        for d in store.iter(DEPLOYMENTS)
+        if d.get("status", {}).get("availableReplicas", 0) < d["spec"].get("replicas", 1)
+    ]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_replaces_four_of_six_nodes_within_the_budget(dag_runner: DagRunner, world: World, batch_size: int) -> None:
     staging = world.clusters["staging"].cluster
-    before = node_names(staging)
-    seq = len(staging.requests)
-    result = dag_runner.run(DAG_FILE, "node_replacement__staging", {"dry_run": True, "max_nodes": 3, "batch_size": 2})
+    staging.monitor.reset()
+    before = node_names(world)
+    old_general = {n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"}
+    pods_on_old = {
+        f"pod/{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for n in old_general
+        for p in staging.store.pods_on_node(n)
+        if (p["metadata"].get("ownerReferences") or [{}])[0].get("kind") != "DaemonSet"
+    }
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "max_nodes": 4, "batch_size": batch_size, "node_selector": "workload-type=general"})
+    assert result.state == "success", (result.failed_tasks(), result.text()[-4000:])
+
+    after = node_names(world)
+    assert before - after == old_general, "exactly the four general nodes were replaced"
+    assert len(after) == 6 and staging.wait_for(lambda: all_available(world) == [], timeout=30), all_available(world)
+    report = staging.monitor.report()
+    assert report["max_nodes_out_of_service"] <= batch_size, report
+    assert [v for v in report["violations"] if v["kind"] == "pdb"] == []
+    actions = {}
+    for line in result.audit:
+        actions.setdefault(line["action"], set()).add(line["target"])
+    assert actions["cordon"] == {f"node/{n}" for n in old_general}
+    assert len(actions["terminate"]) == 4
+    assert pods_on_old <= actions["evict"], pods_on_old - actions["evict"]
+    assert all(line["dry_run"] is False and line["cluster"] == "staging" for line in result.audit)
+    assert staging.store.try_get("leases.coordination.k8s.io", "default", "kube-maintenance-lock") is None
+
+
+def test_a_pdb_that_never_allows_stops_the_rollout_and_uncordons(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    # The node carrying a pod of a PDB-protected Deployment; its budget will never allow an eviction.
+    pdb = next(p for p in store.iter(PDBS))
+    ns = pdb["metadata"]["namespace"]
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    victim = next(
+        p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())
+    )
+    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
+    instances = instance_states(world, "staging")
+
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "node_names": [victim], "drain_timeout_seconds": 4})
+
+    assert result.state == "failed"
+    assert "batch_01.drain" in result.failed_tasks()
+    assert f"PodDisruptionBudget {pdb['metadata']['name']}" in result.text() and "disruptionsAllowed" in result.text()
+    node = store.get(NODES, None, victim)
+    assert not node["spec"].get("unschedulable"), "the node is uncordoned again"
+    assert instance_states(world, "staging") == instances, "nothing was terminated"
+    assert [l["target"] for l in result.audit if l["action"] == "uncordon"] == [f"node/{victim}"]
+    assert store.try_get("leases.coordination.k8s.io", "default", "kube-maintenance-lock") is None
+
+
+def test_dry_run_changes_nothing_and_logs_the_plan(dag_runner: DagRunner, world: World) -> None:
+    seq = len(world.clusters["staging"].cluster.requests)
+    before = node_names(world)
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": True, "max_nodes": 3, "batch_size": 2})
     assert result.state == "success", result.task_states
-    writes = [r for r in staging.requests.since(seq) if r.verb in WRITE_VERBS]
-    assert writes == []
+    assert writes_since(world, "staging", seq) == []
     planned = [a for a in result.audit if a["action"] == "plan-replace"]
     assert len(planned) == 3 and all(a["outcome"] == "planned" and a["dry_run"] for a in planned)
-    assert node_names(staging) == before
+    assert sorted(a["detail"]["batch"] for a in planned) == [1, 1, 2]
+    assert node_names(world) == before
+
+
+@pytest.mark.parametrize(
+    "conf,message",
+    [
+        ({"batch_size": 0}, "batch_size: must be between 1 and 100, got 0"),
+        ({"node_names": ["ip-10-9-9-9.eu-west-1.compute.internal"]}, "no such node(s) in the cluster: ip-10-9-9-9"),
+        ({"node_selector": "workload-type in (general"}, "node_selector: invalid label selector"),
+    ],
+)
+def test_bad_parameters_fail_before_any_change(dag_runner: DagRunner, world: World, conf: dict, message: str) -> None:
+    seq = len(world.clusters["staging"].cluster.requests)
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, **conf})
+    assert result.state == "failed" and "plan" in result.failed_tasks()
+    assert message in result.text()
+    assert writes_since(world, "staging", seq) == []
+
+
+def test_a_run_against_one_cluster_never_touches_the_other(dag_runner: DagRunner, world: World) -> None:
+    production = world.clusters["production"].cluster
+    seq = len(production.requests)
+    prod_instances = instance_states(world, "production")
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "max_nodes": 1, "node_selector": "workload-type=batch"})
+    assert result.state == "success", result.failed_tasks()
+    assert [r for r in production.requests.since(seq) if "kube-maintenance" in r.user_agent] == []
+    assert instance_states(world, "production") == prod_instances
+
+
+def test_injected_faults_give_the_same_end_state(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    old_batch = {n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "batch"}
+    staging.faults.configure(
+        {
+            "errors": [
+                {"code": 500, "rate": 0.15, "verb": "list"},
+                {"code": 429, "rate": 0.2, "verb": "patch", "resource": "nodes"},
+                {"code": 503, "rate": 0.1, "verb": "get"},
+            ],
+            "watch_cut_after_events": 1,
+        }
+    )
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "max_nodes": 2, "batch_size": 1, "node_selector": "workload-type=batch"})
+    staging.faults.clear()
+    assert result.state == "success", (result.failed_tasks(), result.text()[-3000:])
+    assert not (old_batch & node_names(world))
+    assert len(node_names(world)) == 6
+    assert staging.monitor.report()["max_nodes_out_of_service"] <= 1
+
+
+def test_rerun_after_a_failed_batch_replaces_the_rest_and_nothing_twice(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    old_general = {n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"}
+    conf = {"dry_run": False, "max_nodes": 4, "batch_size": 1, "node_selector": "workload-type=general", "min_node_age_hours": 1, "drain_timeout_seconds": 4}
+
+    def block_evictions_after_first_batch() -> None:
+        if staging.wait_for(lambda: len(old_general & node_names(world)) < 4, timeout=120):
+            staging.faults.configure({"errors": [{"code": 429, "verb": "create", "resource": "pods/eviction"}]})
+
+    blocker = threading.Thread(target=block_evictions_after_first_batch, daemon=True)
+    blocker.start()
+    first = dag_runner.run(DAG_FILE, DAG_ID, conf)
+    blocker.join()
+    staging.faults.clear()
+    assert first.state == "failed" and "batch_02.drain" in first.failed_tasks(), first.failed_tasks()
+    assert len(old_general - node_names(world)) == 1
+    assert not any(n["spec"].get("unschedulable") for n in staging.store.iter(NODES)), "batch 2 was uncordoned"
+
+    second = dag_runner.run(DAG_FILE, DAG_ID, conf)
+    assert second.state == "success", second.failed_tasks()
+    assert not (old_general & node_names(world)), "every old node is replaced"
+    terminated = [l["target"] for run in (first, second) for l in run.audit if l["action"] == "terminate" and l["outcome"] == "done"]
+    assert len(terminated) == 4 and len(set(terminated)) == 4, terminated
