@@ -101,12 +101,19 @@ class Monitor:
                 self.max_nodes_out_of_service = len(self.out_of_service)
 
     def _check_pdbs(self, namespace: str) -> None:
+        # The same arithmetic as the disruption controller (expected pods from the owners' scale),
+        # so a rollout's surge pod never counts as a violation.
+        from .controllers.disruption import expected_pod_count
+
         store = self.cluster.store
         for pdb in store.iter(PDBS, namespace):
             selector = selector_from_object(pdb["spec"].get("selector"))
             pods = [p for p in store.iter(PODS, namespace) if labels_match(selector, p["metadata"].get("labels"))]
             healthy = sum(1 for p in pods if podutil.is_ready(p) and not podutil.is_terminating(p))
-            required = required_healthy(pdb, len([p for p in pods if not podutil.is_terminal(p)]))
+            try:
+                _, required = expected_pod_count(store, pdb, pods)
+            except Exception:  # noqa: BLE001 - the controller fails safe on such PDBs; so do we
+                continue
             key = (namespace, pdb["metadata"]["name"])
             with self._lock:
                 if healthy >= required:
@@ -130,12 +137,3 @@ class Monitor:
                 "nodes_out_of_service": sorted(self.out_of_service),
                 "violations": [asdict(v) for v in self.violations],
             }
-
-
-def required_healthy(pdb: Any, expected: int) -> int:
-    spec = pdb.get("spec", {})
-    if spec.get("minAvailable") is not None:
-        return podutil.int_or_percent(spec["minAvailable"], expected, round_up=True)
-    if spec.get("maxUnavailable") is not None:
-        return max(0, expected - podutil.int_or_percent(spec["maxUnavailable"], expected, round_up=True))
-    return 0

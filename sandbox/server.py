@@ -152,11 +152,20 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(err.retry_after or 1)
         self._send_json(err.code, err.status(), headers)
 
-    def _read_body(self) -> Any:
+    def _consume_body(self) -> None:
+        """Read the request body off the socket up front, whatever the answer will be.
+
+        An error answered before the body was read would leave it on a keep-alive connection,
+        where it would be taken for the next request line.
+        """
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
+            self.close_connection = True
             raise ApiError(413, "Request entity too large: limit is 3145728", reason="RequestEntityTooLarge")
-        raw = self.rfile.read(length) if length else b""
+        self._raw_body = self.rfile.read(length) if length else b""
+
+    def _read_body(self) -> Any:
+        raw = self._raw_body
         if not raw:
             return None
         try:
@@ -174,7 +183,9 @@ class Handler(BaseHTTPRequestHandler):
         user_agent = self.headers.get("User-Agent", "")
         record: dict[str, Any] = {"verb": method.lower(), "resource": "", "namespace": "", "name": "", "code": 0}
         started = time.time()
+        self._raw_body = b""
         try:
+            self._consume_body()
             if parts[:1] == ["_sandbox"]:
                 self._admin(method, parts[1:], query)
                 return

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
@@ -37,7 +36,7 @@ class NodeReplacementParams:
     dry_run: bool = True
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any], max_batches: int) -> "NodeReplacementParams":
+    def from_mapping(cls, raw: Mapping[str, Any]) -> "NodeReplacementParams":
         """Validate a trigger form / conf; every problem is reported at once, naming the field."""
         problems: list[str] = []
 
@@ -111,12 +110,6 @@ class NodeReplacementParams:
             problems.append("surge: launching replacements before draining is not supported yet; set surge to false (replace in place)")
         if set(params.node_names) & set(params.exclude_nodes):
             problems.append(f"exclude_nodes: {sorted(set(params.node_names) & set(params.exclude_nodes))} are also in node_names")
-        if not problems and math.ceil(params.max_nodes / params.batch_size) > max_batches:
-            problems.append(
-                f"max_nodes / batch_size: {params.max_nodes} nodes in batches of {params.batch_size} need "
-                f"{math.ceil(params.max_nodes / params.batch_size)} batches, but this DAG runs at most {max_batches}; "
-                "raise batch_size, lower max_nodes or run again"
-            )
         if problems:
             raise ParamError("invalid parameters:\n- " + "\n- ".join(problems))
         return params
@@ -175,8 +168,8 @@ def _created(node: Mapping[str, Any]) -> dt.datetime:
     return dt.datetime.fromisoformat(node["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
 
 
-def plan_replacement(nodes: list[Mapping[str, Any]], params: NodeReplacementParams, now: dt.datetime) -> Plan:
-    """Which nodes to replace, oldest first, in batches of ``batch_size``.
+def plan_replacement(nodes: list[Mapping[str, Any]], params: NodeReplacementParams, now: dt.datetime, max_batches: int = 10) -> Plan:
+    """Which nodes to replace, oldest first, in batches of ``batch_size`` (at most ``max_batches``).
 
     Raises ParamError for explicit node names that do not exist or cannot be replaced, so a typo
     never silently shrinks the run.
@@ -223,5 +216,10 @@ def plan_replacement(nodes: list[Mapping[str, Any]], params: NodeReplacementPara
             )
         )
     batches = [planned[i : i + params.batch_size] for i in range(0, len(planned), params.batch_size)]
+    if len(batches) > max_batches:
+        raise ParamError(
+            f"max_nodes / batch_size: {len(planned)} nodes in batches of {params.batch_size} need {len(batches)} batches, "
+            f"but this DAG runs at most {max_batches} (max_batches in the registry); raise batch_size or lower max_nodes"
+        )
     ready = sum(1 for n in nodes if is_node_ready(n))
     return Plan(batches=batches, skipped=skipped, ready_nodes_before=ready)

@@ -51,7 +51,7 @@ def _now() -> dt.datetime:
 def _params(cluster_name: str, context: Mapping[str, Any], max_batches: int) -> tuple[NodeReplacementParams, TaskRuntime]:
     raw = dict(context.get("params") or {})
     try:
-        params = NodeReplacementParams.from_mapping(raw, max_batches)
+        params = NodeReplacementParams.from_mapping(raw)
     except ParamError as exc:
         _fail(str(exc))
     return params, runtime_for(cluster_name, context, params.dry_run)
@@ -76,7 +76,7 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
         _fail(message + "; set ignore_window to run anyway, or run with dry_run")
     nodes, _ = rt.kube.list(NODES)
     try:
-        the_plan = plan_replacement(nodes, params, now)
+        the_plan = plan_replacement(nodes, params, now, max_batches)
     except ParamError as exc:
         _fail(str(exc))
     # Which Auto Scaling group each instance is in: needed to wait for the right replacement.
@@ -136,6 +136,16 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
         log.info(note)
     if not report.healthy:
         _fail(f"cluster {rt.cluster.name} is not healthy enough to disrupt: {report.summary()}")
+    # Pods a drain would refuse (unmanaged, emptyDir) are known now: say so before cordoning anything.
+    opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
+    refusals = []
+    for planned in the_plan.nodes:
+        on_node, _ = rt.kube.list(PODS, field_selector=f"spec.nodeName={planned.name}")
+        message = drain_rules.refusal_message(planned.name, drain_rules.decide_all(on_node, opts))
+        if message:
+            refusals.append(message)
+    if refusals:
+        _fail("\n".join(refusals))
     if params.dry_run:
         rt.audit.record("lock", f"lease/{rt.cluster.name}", after=rt.holder)
         _skip("dry run: plan logged, nothing changed")
@@ -228,9 +238,18 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
 
 
 def rollback(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
-    """After a failure in the batch: uncordon the nodes this run cordoned and did not terminate."""
-    params, rt = _params(cluster_name, context, max_batches)
-    batch = _batch(context, index)
+    """After a failure in the batch: uncordon the nodes this run cordoned and did not terminate.
+
+    Needs no valid parameters, only the plan: it runs after failures, bad input included.
+    """
+    data = context["ti"].xcom_pull(task_ids="plan")
+    if not data or data.get("dry_run", True):
+        _skip("nothing was planned or changed: nothing to roll back")
+    the_plan = Plan.from_xcom(data["plan"])
+    if index >= len(the_plan.batches):
+        _skip(f"no batch {index + 1}")
+    batch = the_plan.batches[index]
+    rt = runtime_for(cluster_name, context, dry_run=False)
     states = rt.cloud.instance_states([n.instance_id for n in batch])
     uncordoned = []
     for planned in batch:

@@ -27,5 +27,5 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 @pytest.fixture
-def dag_runner(airflow_db: None, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DagRunner:
-    return DagRunner(world, tmp_path, monkeypatch)
+def dag_runner(airflow_db: None, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> DagRunner:
+    return DagRunner(world, tmp_path, monkeypatch, capfd)

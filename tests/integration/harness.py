@@ -76,6 +76,11 @@ class RunResult:
     def text(self) -> str:
         return "\n".join(self.logs)
 
+    def errors(self) -> str:
+        """The log lines that explain failures (exceptions and their messages)."""
+        keep = [line for line in self.logs if "Error" in line or "Exception" in line or "failed" in line.lower()]
+        return "\n".join(keep[-40:])
+
     def failed_tasks(self) -> list[str]:
         return sorted(t for t, s in self.task_states.items() if s == "failed")
 
@@ -83,7 +88,9 @@ class RunResult:
 class DagRunner:
     """Runs a DAG of this repo with ``dag.test()`` (tasks in-process, sensors rescheduled for real)."""
 
-    def __init__(self, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str] | None = None) -> None:
+        self.capfd = capfd
+        self.runs = 0
         self.world = world
         self.tmp_path = tmp_path
         self.monkeypatch = monkeypatch
@@ -103,12 +110,20 @@ class DagRunner:
         dag = dags[dag_id]
         capture = AuditCapture()
         root = logging.getLogger()
-        root.addHandler(capture)  # task logs, failure reasons included
+        root.addHandler(capture)
+        if self.capfd is not None:
+            self.capfd.readouterr()
         try:
             dag_run = dag.test(run_conf=conf)
+        except Exception as exc:  # noqa: BLE001 - e.g. the trigger form's validation: nothing ran
+            return RunResult("rejected", {}, [], [f"{type(exc).__name__}: {exc}"])
         finally:
             root.removeHandler(capture)
+            # Task logs (failure reasons included) go to the test's stdout/stderr through structlog.
+            if self.capfd is not None:
+                out, err = self.capfd.readouterr()
+                capture.messages += out.splitlines() + err.splitlines()
+        self.runs += 1
+        (self.tmp_path / f"{dag_id}-run{self.runs}.log").write_text("\n".join(capture.messages))  # for post-mortems
         states = {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
         return RunResult(str(getattr(dag_run.state, "value", dag_run.state)), states, parse_audit_lines("\n".join(capture.messages)), capture.messages)
-
-

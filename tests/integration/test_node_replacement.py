@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 DAG_FILE = "node_replacement.py"
 DAG_ID = "node_replacement__staging"
 DAY = 86400.0
+# As the runbooks drain: `kubectl drain --force --ignore-daemonsets --delete-emptydir-data`.
+AS_RUNBOOK = {"force_unmanaged_pods": True, "delete_emptydir_data": True}
 
 
 @pytest.fixture
@@ -74,8 +76,8 @@ def test_replaces_four_of_six_nodes_within_the_budget(dag_runner: DagRunner, wor
         for p in staging.store.pods_on_node(n)
         if (p["metadata"].get("ownerReferences") or [{}])[0].get("kind") != "DaemonSet"
     }
-    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "max_nodes": 4, "batch_size": batch_size, "node_selector": "workload-type=general"})
-    assert result.state == "success", (result.failed_tasks(), result.text()[-4000:])
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "max_nodes": 4, "batch_size": batch_size, "node_selector": "workload-type=general"})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
 
     after = node_names(world)
     assert before - after == old_general, "exactly the four general nodes were replaced"
@@ -106,7 +108,7 @@ def test_a_pdb_that_never_allows_stops_the_rollout_and_uncordons(dag_runner: Dag
     staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
     instances = instance_states(world, "staging")
 
-    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "node_names": [victim], "drain_timeout_seconds": 4})
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 4})
 
     assert result.state == "failed"
     assert "batch_01.drain" in result.failed_tasks()
@@ -121,7 +123,7 @@ def test_a_pdb_that_never_allows_stops_the_rollout_and_uncordons(dag_runner: Dag
 def test_dry_run_changes_nothing_and_logs_the_plan(dag_runner: DagRunner, world: World) -> None:
     seq = len(world.clusters["staging"].cluster.requests)
     before = node_names(world)
-    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": True, "max_nodes": 3, "batch_size": 2})
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": True, "max_nodes": 3, "batch_size": 2})
     assert result.state == "success", result.task_states
     assert writes_since(world, "staging", seq) == []
     planned = [a for a in result.audit if a["action"] == "plan-replace"]
@@ -130,10 +132,21 @@ def test_dry_run_changes_nothing_and_logs_the_plan(dag_runner: DagRunner, world:
     assert node_names(world) == before
 
 
+def test_pods_a_drain_would_lose_fail_the_run_before_anything_is_cordoned(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    bare = next(p for p in staging.store.iter(PODS) if not p["metadata"].get("ownerReferences") and p["spec"].get("nodeName"))
+    seq = len(staging.requests)
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "node_names": [bare["spec"]["nodeName"]], "delete_emptydir_data": True})
+    assert result.state == "failed" and "preflight" in result.failed_tasks()
+    assert f"pod/{bare['metadata']['namespace']}/{bare['metadata']['name']}: not managed by a controller" in result.text()
+    assert [r for r in writes_since(world, "staging", seq) if r.resource == "nodes"] == []
+
+
 @pytest.mark.parametrize(
     "conf,message",
     [
-        ({"batch_size": 0}, "batch_size: must be between 1 and 100, got 0"),
+        ({"batch_size": 0}, "Invalid input for param batch_size: 0 is less than the minimum of 1"),
+        ({"max_nodes": 2, "batch_size": 1, "node_names": ["a"], "exclude_nodes": ["a"]}, "exclude_nodes: ['a'] are also in node_names"),
         ({"node_names": ["ip-10-9-9-9.eu-west-1.compute.internal"]}, "no such node(s) in the cluster: ip-10-9-9-9"),
         ({"node_selector": "workload-type in (general"}, "node_selector: invalid label selector"),
     ],
@@ -141,7 +154,8 @@ def test_dry_run_changes_nothing_and_logs_the_plan(dag_runner: DagRunner, world:
 def test_bad_parameters_fail_before_any_change(dag_runner: DagRunner, world: World, conf: dict, message: str) -> None:
     seq = len(world.clusters["staging"].cluster.requests)
     result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, **conf})
-    assert result.state == "failed" and "plan" in result.failed_tasks()
+    # Refused by the trigger form's own validation, or by the plan task: either way before any change.
+    assert result.state == "rejected" or (result.state == "failed" and "plan" in result.failed_tasks())
     assert message in result.text()
     assert writes_since(world, "staging", seq) == []
 
@@ -150,7 +164,7 @@ def test_a_run_against_one_cluster_never_touches_the_other(dag_runner: DagRunner
     production = world.clusters["production"].cluster
     seq = len(production.requests)
     prod_instances = instance_states(world, "production")
-    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "max_nodes": 1, "node_selector": "workload-type=batch"})
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "max_nodes": 1, "node_selector": "workload-type=batch"})
     assert result.state == "success", result.failed_tasks()
     assert [r for r in production.requests.since(seq) if "kube-maintenance" in r.user_agent] == []
     assert instance_states(world, "production") == prod_instances
@@ -169,9 +183,9 @@ def test_injected_faults_give_the_same_end_state(dag_runner: DagRunner, world: W
             "watch_cut_after_events": 1,
         }
     )
-    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "max_nodes": 2, "batch_size": 1, "node_selector": "workload-type=batch"})
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "max_nodes": 2, "batch_size": 1, "node_selector": "workload-type=batch"})
     staging.faults.clear()
-    assert result.state == "success", (result.failed_tasks(), result.text()[-3000:])
+    assert result.state == "success", (result.failed_tasks(), result.errors())
     assert not (old_batch & node_names(world))
     assert len(node_names(world)) == 6
     assert staging.monitor.report()["max_nodes_out_of_service"] <= 1
@@ -180,7 +194,7 @@ def test_injected_faults_give_the_same_end_state(dag_runner: DagRunner, world: W
 def test_rerun_after_a_failed_batch_replaces_the_rest_and_nothing_twice(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     old_general = {n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"}
-    conf = {"dry_run": False, "max_nodes": 4, "batch_size": 1, "node_selector": "workload-type=general", "min_node_age_hours": 1, "drain_timeout_seconds": 4}
+    conf = {**AS_RUNBOOK, "dry_run": False, "max_nodes": 4, "batch_size": 1, "node_selector": "workload-type=general", "min_node_age_hours": 1, "drain_timeout_seconds": 4}
 
     def block_evictions_after_first_batch() -> None:
         if staging.wait_for(lambda: len(old_general & node_names(world)) < 4, timeout=120):

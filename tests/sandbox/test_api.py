@@ -232,3 +232,13 @@ def test_expired_resource_version_gets_410_in_the_stream(api_cluster: SandboxClu
 @pytest.fixture
 def api_cluster_url(api_cluster: SandboxCluster) -> str:
     return api_cluster.url
+
+
+def test_an_error_answered_before_the_body_is_read_leaves_keep_alive_intact(api_cluster: SandboxCluster, api_cluster_url: str) -> None:
+    session = requests.Session()  # one keep-alive connection for every request below
+    api_cluster.faults.configure({"errors": [{"code": 429, "verb": "create", "resource": "pods", "remaining": 1}]})
+    first = session.post(f"{api_cluster_url}/api/v1/namespaces/default/pods", data=json.dumps(pod_body("k1")), timeout=5)
+    assert first.status_code == 429
+    second = session.post(f"{api_cluster_url}/api/v1/namespaces/default/pods", data=json.dumps(pod_body("k1")), timeout=5)
+    assert second.status_code == 201, second.text
+    assert session.get(f"{api_cluster_url}/api/v1/namespaces/default/pods/k1", timeout=5).status_code == 200

@@ -34,7 +34,7 @@ NODES = [
 
 
 def params(**kw: object) -> NodeReplacementParams:
-    return NodeReplacementParams.from_mapping(kw, max_batches=10)
+    return NodeReplacementParams.from_mapping(kw)
 
 
 def names(plan) -> list[list[str]]:
@@ -64,6 +64,13 @@ def test_max_nodes_exclusions_and_explicit_names() -> None:
     assert "beyond max_nodes=2" in plan.skipped["n-mid"]
 
 
+def test_a_plan_needing_more_batches_than_the_dag_has_is_refused() -> None:
+    plan = plan_replacement(NODES, params(max_nodes=4, batch_size=2), NOW, max_batches=2)
+    assert len(plan.batches) == 2
+    with pytest.raises(ParamError, match="5 nodes in batches of 1 need 5 batches, but this DAG runs at most 3"):
+        plan_replacement(NODES, params(max_nodes=10, batch_size=1), NOW, max_batches=3)
+
+
 def test_unknown_or_unreplaceable_explicit_nodes_fail_loudly() -> None:
     with pytest.raises(ParamError, match="no such node.*n-typo"):
         plan_replacement(NODES, params(node_names=["n-old", "n-typo"]), NOW)
@@ -84,7 +91,6 @@ def test_unknown_or_unreplaceable_explicit_nodes_fail_loudly() -> None:
         ({"dry_run": "yes"}, "dry_run: expected true or false"),
         ({"min_node_age_hours": -1}, "min_node_age_hours"),
         ({"node_names": ["a"], "exclude_nodes": ["a"]}, "exclude_nodes: ['a'] are also in node_names"),
-        ({"max_nodes": 50, "batch_size": 1}, "need 50 batches, but this DAG runs at most 10"),
         ({"surge": True}, "surge: launching replacements before draining is not supported yet"),
     ],
 )
