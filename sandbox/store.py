@@ -369,7 +369,8 @@ class Store:
                 m.pop("namespace", None)
             if not m.get("name"):
                 if m.get("generateName"):
-                    m["name"] = m["generateName"] + random_suffix()
+                    # As the apiserver's name generator: the base is cut so the name stays within 63.
+                    m["name"] = m["generateName"][:58] + random_suffix()
                 else:
                     raise errors.invalid(rt.kind, "", [("metadata.name", "Required value: name or generateName is required")], rt.group)
             self._validate_name(rt, m["name"])

@@ -69,11 +69,11 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
     params, rt = _params(cluster_name, context, max_batches)
     rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=_public(params), outcome="done")
     now = _now()
-    if not params.dry_run and not params.ignore_window and not rt.cluster.window.contains(now):
-        message = f"outside the maintenance window ({rt.cluster.window.describe()})"
+    closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(now)
+    if closed:
         if rt.scheduled:
-            _skip(message + "; nothing done")
-        _fail(message + "; set ignore_window to run anyway, or run with dry_run")
+            _skip(closed + "; nothing done")
+        _fail(closed + "; set ignore_window to run anyway, or run with dry_run")
     nodes, _ = rt.kube.list(NODES)
     try:
         the_plan = plan_replacement(nodes, params, now, max_batches)
@@ -168,10 +168,12 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         _skip("dry run")
     batch = _batch(context, index)
     now = _now()
-    if rt.scheduled and not params.ignore_window:
+    if not params.ignore_window:
+        # A batch may take its whole drain and boot allowance: start none the window cannot fit.
         needed = dt.timedelta(seconds=params.drain_timeout_seconds + params.replacement_timeout_seconds)
-        if not rt.cluster.window.fits(now, needed):
-            _skip(f"the maintenance window ({rt.cluster.window.describe()}) cannot fit batch {index + 1}; the rest waits for the next window")
+        closing = rt.cluster.window.why_not(now, needed)
+        if closing:
+            _skip(f"not starting batch {index + 1}: {closing}; the remaining nodes wait for the next run")
     ClusterLock(rt.kube, rt.holder).renew()
     cordoned = []
     for planned in batch:
@@ -361,7 +363,17 @@ def release(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
         if released:
             rt.audit.record("unlock", "lease/default/kube-maintenance-lock", before=rt.holder, after=None)
     data = context["ti"].xcom_pull(task_ids="plan") or {}
-    planned = Plan.from_xcom(data["plan"]).nodes if data else []
-    summary = {"cluster": rt.cluster.name, "planned": [n.name for n in planned], "dry_run": dry_run, "lock_released": released}
-    log.info("summary: %s", summary)
+    the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
+    terminated: list[str] = []
+    for index in range(len(the_plan.batches)):
+        result = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
+        terminated += result.get("terminated", [])
+    replaced = [n.name for n in the_plan.nodes if n.instance_id in set(terminated)]
+    summary = {
+        "planned": [n.name for n in the_plan.nodes],
+        "replaced": replaced,
+        "not_replaced": [n.name for n in the_plan.nodes if n.name not in replaced],
+        "lock_released": released,
+    }
+    rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
     return summary

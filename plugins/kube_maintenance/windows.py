@@ -39,6 +39,12 @@ class MaintenanceWindow:
         for opening in self._openings_around(at):
             closing = opening + dt.timedelta(minutes=self.duration_minutes)
             if opening <= at < closing:
+                # Back-to-back windows (e.g. every day, 24 hours) are one window.
+                for _ in range(len(DAY_NAMES)):
+                    reopening = [o for o in self._openings_around(closing) if o == closing]
+                    if not reopening:
+                        break
+                    closing = closing + dt.timedelta(minutes=self.duration_minutes)
                 return closing
         return None
 
@@ -49,6 +55,15 @@ class MaintenanceWindow:
         """Whether work of length ``needed`` started at ``at`` ends inside the current window."""
         closing = self.end_of_window_at(at)
         return closing is not None and at + needed <= closing
+
+    def why_not(self, at: dt.datetime, needed: dt.timedelta = dt.timedelta(0)) -> str | None:
+        """None when work of length ``needed`` may start at ``at``; otherwise the reason, for the log."""
+        closing = self.end_of_window_at(at)
+        if closing is None:
+            return f"outside the maintenance window ({self.describe()})"
+        if at + needed > closing:
+            return f"the maintenance window ({self.describe()}) closes at {closing.isoformat()}, too soon for {needed}"
+        return None
 
     def describe(self) -> str:
         return f"{','.join(self.days)} {self.start_hour:02d}:{self.start_minute:02d} for {self.duration_minutes} min ({self.timezone})"

@@ -214,3 +214,39 @@ def test_rerun_after_a_failed_batch_replaces_the_rest_and_nothing_twice(dag_runn
     assert not (old_general & node_names(world)), "every old node is replaced"
     terminated = [l["target"] for run in (first, second) for l in run.audit if l["action"] == "terminate" and l["outcome"] == "done"]
     assert len(terminated) == 4 and len(set(terminated)) == 4, terminated
+
+
+def test_another_operation_holding_the_cluster_lock_stops_the_run_before_any_change(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    now = staging.clock.iso_micro()
+    staging.store.create(
+        "leases.coordination.k8s.io",
+        {"metadata": {"name": "kube-maintenance-lock"}, "spec": {"holderIdentity": "rollout_restart__staging/manual__other", "leaseDurationSeconds": 3600, "acquireTime": now, "renewTime": now}},
+        namespace="default",
+    )
+    seq = len(staging.requests)
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "max_nodes": 1, "node_selector": "workload-type=batch"})
+    assert result.state == "failed" and "preflight" in result.failed_tasks()
+    assert "cluster is busy: rollout_restart__staging/manual__other holds the maintenance lock" in result.text()
+    assert [r for r in writes_since(world, "staging", seq) if r.resource != "leases"] == []
+    assert staging.store.get("leases.coordination.k8s.io", "default", "kube-maintenance-lock")["spec"]["holderIdentity"] == "rollout_restart__staging/manual__other"
+
+
+def test_a_manual_run_outside_the_window_needs_ignore_window(dag_runner: DagRunner, world: World) -> None:
+    from harness import registry_for
+
+    registry = registry_for(world)
+    for cluster in registry["clusters"]:
+        cluster["maintenance_window"] = {"days": ["mon"], "start": "00:00", "duration_minutes": 1}
+        cluster["timezone"] = "Pacific/Kiritimati"
+    dag_runner.set_registry(registry)
+    seq = len(world.clusters["staging"].cluster.requests)
+    conf = {**AS_RUNBOOK, "dry_run": False, "max_nodes": 1, "node_selector": "workload-type=batch"}
+    closed = dag_runner.run(DAG_FILE, DAG_ID, conf)
+    assert closed.state == "failed" and "outside the maintenance window" in closed.text() and "set ignore_window" in closed.text()
+    assert writes_since(world, "staging", seq) == []
+    forced = dag_runner.run(DAG_FILE, DAG_ID, {**conf, "ignore_window": True})
+    assert forced.state == "success", (forced.failed_tasks(), forced.errors())
+    assert len([l for l in forced.audit if l["action"] == "terminate"]) == 1
+    summary = [l for l in forced.audit if l["action"] == "summary"][-1]["after"]
+    assert len(summary["replaced"]) == 1 and summary["not_replaced"] == [] and summary["lock_released"] is True

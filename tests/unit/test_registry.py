@@ -92,3 +92,14 @@ def test_unsupported_version_and_unreadable_file(tmp_path: Path) -> None:
     good = tmp_path / "r2.json"
     good.write_text(json.dumps(GOOD))
     assert load_registry(good).clusters[0].window.cron == "0 23 * * 2"
+
+
+def test_a_task_for_a_cluster_the_registry_no_longer_lists_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_maintenance.runtime import runtime_for
+
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps(GOOD))
+    monkeypatch.setenv("KUBE_MAINTENANCE_REGISTRY", str(path))
+    assert runtime_for("staging", {}, dry_run=True).cluster.kubernetes_conn_id == "k8s_staging"
+    with pytest.raises(RegistryError, match=r"unknown cluster 'prod'; the registry .*clusters.json lists: staging"):
+        runtime_for("prod", {}, dry_run=True)

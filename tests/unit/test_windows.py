@@ -41,3 +41,19 @@ def test_cron_and_naive_times() -> None:
     assert WINDOW.cron == "0 23 * * 2,4"
     with pytest.raises(ValueError):
         WINDOW.contains(dt.datetime(2026, 11, 24, 23, 30))
+
+
+def test_why_not_explains_a_closed_or_closing_window() -> None:
+    assert WINDOW.why_not(ny(2026, 11, 24, 23, 30)) is None
+    assert "outside the maintenance window (tue,thu 23:00 for 180 min (America/New_York))" == WINDOW.why_not(ny(2026, 11, 25, 12, 0))
+    closing = WINDOW.why_not(ny(2026, 11, 25, 1, 30), dt.timedelta(minutes=45))
+    assert closing is not None and "closes at 2026-11-25T02:00:00-05:00" in closing
+
+
+def test_back_to_back_windows_are_one() -> None:
+    always = MaintenanceWindow(("mon", "tue", "wed", "thu", "fri", "sat", "sun"), 0, 0, 1440, "UTC")
+    late = dt.datetime(2026, 11, 24, 23, 59, tzinfo=dt.timezone.utc)
+    assert always.fits(late, dt.timedelta(hours=5))
+    weekdays = MaintenanceWindow(("mon", "tue"), 0, 0, 1440, "UTC")  # Monday 00:00 to Wednesday 00:00
+    monday_late = dt.datetime(2026, 11, 23, 23, 0, tzinfo=dt.timezone.utc)
+    assert weekdays.end_of_window_at(monday_late) == dt.datetime(2026, 11, 25, 0, 0, tzinfo=dt.timezone.utc)
