@@ -35,7 +35,7 @@ def registry_for(world: World, **operation_settings: dict[str, Any]) -> dict[str
     clusters = []
     for name, member in world.clusters.items():
         ops = {
-            "node_replacement": {"max_batches": 6, "poke_interval_seconds": 1, "retries": 1, "retry_delay_seconds": 1,
+            "node_replacement": {"max_batches": 4, "poke_interval_seconds": 1, "retries": 1, "retry_delay_seconds": 1,
                                  "defaults": {"validation_interval_seconds": 1, "drain_timeout_seconds": 60, "replacement_timeout_seconds": 60}},
             "cronjob_refresh": {"poke_interval_seconds": 1, "retries": 1, "retry_delay_seconds": 1},
             "rollout_restart": {"poke_interval_seconds": 1, "retries": 1, "retry_delay_seconds": 1},
