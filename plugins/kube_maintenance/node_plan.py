@@ -6,15 +6,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from .selectors import SelectorError, parse_label_selector
+from .params import FieldReader, ParamError
+from .selectors import parse_label_selector
 
 _PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[^/]+)/(?P<instance>i-[0-9a-f]+)$")
+__all__ = ["NodeReplacementParams", "ParamError", "Plan", "PlannedNode", "plan_replacement"]
 # Annotation we put on nodes we cordon, so a retry or a rollback knows the cordon was ours.
 CORDONED_BY_ANNOTATION = "kube-maintenance.io/cordoned-by"
-
-
-class ParamError(ValueError):
-    """A parameter is wrong; the message says which and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -38,80 +36,28 @@ class NodeReplacementParams:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> "NodeReplacementParams":
         """Validate a trigger form / conf; every problem is reported at once, naming the field."""
-        problems: list[str] = []
-
-        def as_int(key: str, low: int, high: int | None = None, optional: bool = False) -> Any:
-            value = raw.get(key)
-            if value is None or value == "":
-                if optional:
-                    return None
-                value = getattr(cls, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                problems.append(f"{key}: expected a whole number, got {value!r}")
-                return getattr(cls, key)
-            try:
-                number = int(value)
-                if float(value) != number:
-                    raise ValueError
-            except ValueError:
-                problems.append(f"{key}: expected a whole number, got {value!r}")
-                return getattr(cls, key)
-            if number < low or (high is not None and number > high):
-                problems.append(f"{key}: must be between {low} and {high}, got {number}" if high is not None else f"{key}: must be at least {low}, got {number}")
-            return number
-
-        def as_names(key: str) -> tuple[str, ...]:
-            value = raw.get(key) or ()
-            if isinstance(value, str):
-                value = [v.strip() for v in value.replace("\n", ",").split(",")]
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                problems.append(f"{key}: expected a list of node names")
-                return ()
-            return tuple(v for v in value if v)
-
-        def as_bool(key: str) -> bool:
-            value = raw.get(key, getattr(cls, key))
-            if not isinstance(value, bool):
-                problems.append(f"{key}: expected true or false, got {value!r}")
-                return bool(getattr(cls, key))
-            return value
-
-        selector = raw.get("node_selector") or ""
-        if not isinstance(selector, str):
-            problems.append("node_selector: expected a label selector string such as 'role=worker'")
-            selector = ""
-        else:
-            try:
-                parse_label_selector(selector)
-            except SelectorError as exc:
-                problems.append(f"node_selector: {exc}")
-        age = raw.get("min_node_age_hours", 0) or 0
-        if isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0:
-            problems.append(f"min_node_age_hours: expected a number of hours >= 0, got {age!r}")
-            age = 0
+        read = FieldReader(raw, cls)
         params = cls(
-            node_selector=selector,
-            min_node_age_hours=float(age),
-            node_names=as_names("node_names"),
-            exclude_nodes=as_names("exclude_nodes"),
-            max_nodes=as_int("max_nodes", 1, 1000),
-            batch_size=as_int("batch_size", 1, 100),
-            surge=as_bool("surge"),
-            drain_timeout_seconds=as_int("drain_timeout_seconds", 1, 24 * 3600),
-            pod_grace_period_seconds=as_int("pod_grace_period_seconds", 0, 3600, optional=True),
-            delete_emptydir_data=as_bool("delete_emptydir_data"),
-            force_unmanaged_pods=as_bool("force_unmanaged_pods"),
-            replacement_timeout_seconds=as_int("replacement_timeout_seconds", 1, 24 * 3600),
-            validation_interval_seconds=as_int("validation_interval_seconds", 0, 600),
-            ignore_window=as_bool("ignore_window"),
-            dry_run=as_bool("dry_run"),
+            node_selector=read.selector("node_selector", example="role=worker"),
+            min_node_age_hours=read.number("min_node_age_hours", 0),
+            node_names=read.names("node_names", "node names"),
+            exclude_nodes=read.names("exclude_nodes", "node names"),
+            max_nodes=read.integer("max_nodes", 1, 1000),
+            batch_size=read.integer("batch_size", 1, 100),
+            surge=read.boolean("surge"),
+            drain_timeout_seconds=read.integer("drain_timeout_seconds", 1, 24 * 3600),
+            pod_grace_period_seconds=read.integer("pod_grace_period_seconds", 0, 3600, optional=True),
+            delete_emptydir_data=read.boolean("delete_emptydir_data"),
+            force_unmanaged_pods=read.boolean("force_unmanaged_pods"),
+            replacement_timeout_seconds=read.integer("replacement_timeout_seconds", 1, 24 * 3600),
+            validation_interval_seconds=read.integer("validation_interval_seconds", 0, 600),
+            ignore_window=read.boolean("ignore_window"),
+            dry_run=read.boolean("dry_run"),
         )
-        if params.surge:
-            problems.append("surge: launching replacements before draining is not supported yet; set surge to false (replace in place)")
-        if set(params.node_names) & set(params.exclude_nodes):
-            problems.append(f"exclude_nodes: {sorted(set(params.node_names) & set(params.exclude_nodes))} are also in node_names")
-        if problems:
-            raise ParamError("invalid parameters:\n- " + "\n- ".join(problems))
+        read.check(not params.surge, "surge: launching replacements before draining is not supported yet; set surge to false (replace in place)")
+        both = sorted(set(params.node_names) & set(params.exclude_nodes))
+        read.check(not both, f"exclude_nodes: {both} are also in node_names")
+        read.raise_if_problems()
         return params
 
 

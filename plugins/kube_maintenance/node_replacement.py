@@ -21,7 +21,7 @@ from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH
 from .lock import ClusterLock
 from .node_ops import drain_pass
 from .node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, instance_of, plan_replacement
-from .runtime import TaskRuntime, runtime_for
+from .runtime import TaskRuntime, fail, runtime_for, skip
 
 log = logging.getLogger("kube_maintenance.node_replacement")
 
@@ -29,19 +29,6 @@ CORDONED_AT_ANNOTATION = "kube-maintenance.io/cordoned-at"
 PENDING_GRACE_SECONDS = 300.0
 # A poke watches evicted pods go for at most this long, then frees its worker slot.
 DRAIN_WAIT_PER_POKE_SECONDS = 60.0
-
-
-def _skip(message: str) -> None:
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    raise AirflowSkipException(message)
-
-
-def _fail(message: str) -> None:
-    """Fail without retries: retrying cannot fix this (bad input, a budget that will not allow)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException(message)
 
 
 def _now() -> dt.datetime:
@@ -53,14 +40,14 @@ def _params(cluster_name: str, context: Mapping[str, Any], max_batches: int) -> 
     try:
         params = NodeReplacementParams.from_mapping(raw)
     except ParamError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return params, runtime_for(cluster_name, context, params.dry_run)
 
 
 def _plan_from(context: Mapping[str, Any]) -> Plan:
     data = context["ti"].xcom_pull(task_ids="plan")
     if not data:
-        _fail("no plan: the plan task produced nothing")
+        fail("no plan: the plan task produced nothing")
     return Plan.from_xcom(data["plan"])
 
 
@@ -72,18 +59,18 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
     closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(now)
     if closed:
         if rt.scheduled:
-            _skip(closed + "; nothing done")
-        _fail(closed + "; set ignore_window to run anyway, or run with dry_run")
+            skip(closed + "; nothing done")
+        fail(closed + "; set ignore_window to run anyway, or run with dry_run")
     nodes, _ = rt.kube.list(NODES)
     try:
         the_plan = plan_replacement(nodes, params, now, max_batches)
     except ParamError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     # Which Auto Scaling group each instance is in: needed to wait for the right replacement.
     states = rt.cloud.instance_states([n.instance_id for n in the_plan.nodes])
     not_in_group = [f"{n.name} ({n.instance_id})" for n in the_plan.nodes if states[n.instance_id].asg is None or states[n.instance_id].gone]
     if not_in_group:
-        _fail("cannot replace nodes whose instance is not running in an Auto Scaling group: " + ", ".join(not_in_group))
+        fail("cannot replace nodes whose instance is not running in an Auto Scaling group: " + ", ".join(not_in_group))
     the_plan.batches = [[_with_asg(n, states[n.instance_id].asg) for n in batch] for batch in the_plan.batches]
     groups = sorted({n.asg for n in the_plan.nodes if n.asg})
     group_instances = rt.cloud.group_instances(groups)
@@ -128,14 +115,14 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
     params, rt = _params(cluster_name, context, max_batches)
     the_plan = _plan_from(context)
     if not the_plan.nodes:
-        _skip("nothing to replace")
+        skip("nothing to replace")
     nodes, _ = rt.kube.list(NODES)
     pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
     report = preflight_report(nodes, pods, {n.name for n in the_plan.nodes}, _now(), PENDING_GRACE_SECONDS)
     for note in report.notes:
         log.info(note)
     if not report.healthy:
-        _fail(f"cluster {rt.cluster.name} is not healthy enough to disrupt: {report.summary()}")
+        fail(f"cluster {rt.cluster.name} is not healthy enough to disrupt: {report.summary()}")
     # Pods a drain would refuse (unmanaged, emptyDir) are known now: say so before cordoning anything.
     opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
     refusals = []
@@ -145,10 +132,10 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
         if message:
             refusals.append(message)
     if refusals:
-        _fail("\n".join(refusals))
+        fail("\n".join(refusals))
     if params.dry_run:
         rt.audit.record("lock", f"lease/{rt.cluster.name}", after=rt.holder)
-        _skip("dry run: plan logged, nothing changed")
+        skip("dry run: plan logged, nothing changed")
     outcome = ClusterLock(rt.kube, rt.holder).acquire()
     rt.audit.record("lock", "lease/default/kube-maintenance-lock", before=None, after=rt.holder, outcome=outcome)
     return outcome
@@ -158,14 +145,14 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
 def _batch(context: Mapping[str, Any], index: int) -> list[PlannedNode]:
     the_plan = _plan_from(context)
     if index >= len(the_plan.batches):
-        _skip(f"no batch {index + 1}: the plan has {len(the_plan.batches)}")
+        skip(f"no batch {index + 1}: the plan has {len(the_plan.batches)}")
     return the_plan.batches[index]
 
 
 def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
     params, rt = _params(cluster_name, context, max_batches)
     if params.dry_run:
-        _skip("dry run")
+        skip("dry run")
     batch = _batch(context, index)
     now = _now()
     if not params.ignore_window:
@@ -173,7 +160,7 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         needed = dt.timedelta(seconds=params.drain_timeout_seconds + params.replacement_timeout_seconds)
         closing = rt.cluster.window.why_not(now, needed)
         if closing:
-            _skip(f"not starting batch {index + 1}: {closing}; the remaining nodes wait for the next run")
+            skip(f"not starting batch {index + 1}: {closing}; the remaining nodes wait for the next run")
     ClusterLock(rt.kube, rt.holder).renew()
     cordoned = []
     for planned in batch:
@@ -221,7 +208,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
         wait = max(0.0, min(DRAIN_WAIT_PER_POKE_SECONDS, (deadline - _now()).total_seconds()))
         result = drain_pass(rt.kube, planned.name, opts, params.pod_grace_period_seconds, wait)
         if result.refusal or result.error:
-            _fail(result.refusal or result.error or "")
+            fail(result.refusal or result.error or "")
         for decision in result.evicted:
             rt.audit.record("evict", decision.ref, before={"node": planned.name, "uid": decision.uid}, after="evicted", batch=index + 1)
         for ref, why in sorted(result.blocked.items()):
@@ -232,7 +219,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
         all_done = False
         if _now() >= deadline:
             reasons = sorted(set(result.blocked.values())) or ["pods did not terminate in time"]
-            _fail(
+            fail(
                 f"drain of {planned.name} did not finish within {params.drain_timeout_seconds}s; "
                 f"{len(result.left)} pod(s) left ({', '.join(result.left[:10])}); blocked by: {'; '.join(reasons)}"
             )
@@ -246,10 +233,10 @@ def rollback(cluster_name: str, index: int, max_batches: int = 10, **context: An
     """
     data = context["ti"].xcom_pull(task_ids="plan")
     if not data or data.get("dry_run", True):
-        _skip("nothing was planned or changed: nothing to roll back")
+        skip("nothing was planned or changed: nothing to roll back")
     the_plan = Plan.from_xcom(data["plan"])
     if index >= len(the_plan.batches):
-        _skip(f"no batch {index + 1}")
+        skip(f"no batch {index + 1}")
     batch = the_plan.batches[index]
     rt = runtime_for(cluster_name, context, dry_run=False)
     states = rt.cloud.instance_states([n.instance_id for n in batch])
@@ -284,9 +271,9 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             continue
         node = rt.kube.get_or_none(NODES, planned.name)
         if node is not None and (instance_of(node) or ("", ""))[1] != planned.instance_id:
-            _fail(f"node {planned.name} is now instance {instance_of(node)}, not {planned.instance_id} as planned; not terminating")
+            fail(f"node {planned.name} is now instance {instance_of(node)}, not {planned.instance_id} as planned; not terminating")
         if node is not None and not node.get("spec", {}).get("unschedulable"):
-            _fail(f"node {planned.name} is schedulable again (uncordoned since the drain?); not terminating it")
+            fail(f"node {planned.name} is schedulable again (uncordoned since the drain?); not terminating it")
         activity = rt.cloud.terminate_in_group(planned.instance_id)
         rt.audit.record(
             "terminate",
@@ -322,7 +309,7 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
             missing[group] = f"{ready}/{want} Ready"
     if missing:
         if _now() > started + dt.timedelta(seconds=params.replacement_timeout_seconds):
-            _fail(
+            fail(
                 f"replacement node(s) did not join Ready within {params.replacement_timeout_seconds}s after batch {index + 1} "
                 f"({', '.join(n.name for n in batch)}): {missing}; not starting the next batch"
             )

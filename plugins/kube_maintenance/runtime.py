@@ -49,6 +49,20 @@ class TaskRuntime:
         return f"{getattr(dag_run, 'dag_id', '?')}/{getattr(dag_run, 'run_id', '?')}"
 
 
+def skip(message: str) -> None:
+    """End the task as skipped: nothing to do (a dry run, a batch the plan does not have)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    raise AirflowSkipException(message)
+
+
+def fail(message: str) -> None:
+    """Fail the task without retries: retrying cannot fix bad input or a budget that says no."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
 def runtime_for(cluster_name: str, context: Mapping[str, Any], dry_run: bool) -> TaskRuntime:
     cluster = load_registry().cluster(cluster_name)
     return TaskRuntime(cluster=cluster, audit=AuditTrail.from_context(context, cluster.name, dry_run), context=context)
