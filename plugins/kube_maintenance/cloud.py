@@ -70,26 +70,25 @@ class Cloud:
             for iid in instance_ids
         }
 
-    def group_instances(self, group_names: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """Instances (id, lifecycle and health state) of each named Auto Scaling group."""
+    def groups(self, group_names: list[str]) -> dict[str, dict[str, Any]]:
+        """The named Auto Scaling groups (capacity and instances), one call."""
         if not group_names:
             return {}
         self.calls += 1
         resp = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=group_names)
-        return {g["AutoScalingGroupName"]: g.get("Instances", []) for g in resp.get("AutoScalingGroups", [])}
+        return {g["AutoScalingGroupName"]: g for g in resp.get("AutoScalingGroups", [])}
 
-    def group_capacity(self, group_name: str) -> tuple[int, int, int]:
-        """(min, desired, max) of a group."""
-        self.calls += 1
-        resp = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])
-        groups = resp.get("AutoScalingGroups", [])
-        if not groups:
-            raise LookupError(f"Auto Scaling group {group_name} does not exist")
-        g = groups[0]
-        return g["MinSize"], g["DesiredCapacity"], g["MaxSize"]
+    def group_instances(self, group_names: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Instances (id, lifecycle and health state) of each named Auto Scaling group."""
+        return {name: g.get("Instances", []) for name, g in self.groups(group_names).items()}
 
-    def terminate_in_group(self, instance_id: str) -> dict[str, Any]:
-        """Terminate an instance and let its group replace it (desired capacity unchanged)."""
+    def set_desired_capacity(self, group_name: str, desired: int) -> None:
+        """An absolute value, so a retried call does not add capacity twice."""
         self.calls += 1
-        resp = self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance_id, ShouldDecrementDesiredCapacity=False)
+        self.autoscaling.set_desired_capacity(AutoScalingGroupName=group_name, DesiredCapacity=desired, HonorCooldown=False)
+
+    def terminate_in_group(self, instance_id: str, decrement_desired: bool = False) -> dict[str, Any]:
+        """Terminate an instance in its group: replaced (in place), or not (after a surge)."""
+        self.calls += 1
+        resp = self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement_desired)
         return resp.get("Activity", {})

@@ -67,7 +67,7 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
         "exclude_nodes": Param(default["exclude_nodes"], type="array", items={"type": "string"}, description="Never replace these nodes."),
         "max_nodes": Param(default["max_nodes"], type="integer", minimum=1, maximum=1000, description="Most nodes replaced by this run (oldest first)."),
         "batch_size": Param(default["batch_size"], type="integer", minimum=1, maximum=100, description="Most nodes out of service at once."),
-        "surge": Param(default["surge"], type="boolean", description="Launch replacements before draining. Not supported yet: must stay false (replace in place)."),
+        "surge": Param(default["surge"], type="boolean", description="Launch each batch's replacements before draining it (the group grows by the batch size, then shrinks back); off: replace in place."),
         "drain_timeout_seconds": Param(default["drain_timeout_seconds"], type="integer", minimum=1, description="Give up on a drain (and uncordon) after this long."),
         "pod_grace_period_seconds": Param(default["pod_grace_period_seconds"], type=["null", "integer"], description="Override each pod's termination grace period (empty: the pod's own)."),
         "delete_emptydir_data": Param(default["delete_emptydir_data"], type="boolean", description="Evict pods with emptyDir volumes (their data is lost)."),
@@ -104,19 +104,20 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
         previous: Any = preflight
         batch_tasks: list[Any] = []
         for i in range(max_batches):
-            with TaskGroup(group_id=f"batch_{i + 1:02d}", tooltip=f"Batch {i + 1}: cordon, drain, terminate, wait, validate"):
+            with TaskGroup(group_id=f"batch_{i + 1:02d}", tooltip=f"Batch {i + 1}: (surge), cordon, drain, terminate, wait, validate"):
                 args = {**kwargs, "index": i}
+                surge = task.sensor(task_id="launch_surge", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.launch_surge)(**args)
                 cordon = task(task_id="cordon")(op.cordon)(**args)
                 drain = task.sensor(task_id="drain", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.drain)(**args)
                 terminate = task(task_id="terminate")(op.terminate)(**args)
                 wait = task.sensor(task_id="wait_for_replacement", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.wait_for_replacement)(**args)
                 validate = task.sensor(task_id="validate", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.validate)(**args)
                 rollback = task(task_id="rollback", trigger_rule=TriggerRule.ONE_FAILED, retries=5)(op.rollback)(**args)
-                chain(cordon, drain, terminate, wait, validate)
+                chain(surge, cordon, drain, terminate, wait, validate)
                 [cordon, drain, terminate] >> rollback
-            previous >> cordon
+            previous >> surge
             previous = validate
-            batch_tasks += [cordon, drain, terminate, wait, validate, rollback]
+            batch_tasks += [surge, cordon, drain, terminate, wait, validate, rollback]
         release = task(task_id="release_lock", trigger_rule=TriggerRule.ALL_DONE, retries=5)(op.release)(**kwargs)
         [plan, preflight, *batch_tasks] >> release
 

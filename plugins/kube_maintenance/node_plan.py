@@ -10,7 +10,7 @@ from .params import FieldReader, ParamError
 from .selectors import parse_label_selector
 
 _PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[^/]+)/(?P<instance>i-[0-9a-f]+)$")
-__all__ = ["NodeReplacementParams", "ParamError", "Plan", "PlannedNode", "plan_replacement"]
+__all__ = ["NodeReplacementParams", "ParamError", "Plan", "PlannedNode", "plan_replacement", "surge_problems"]
 # Annotation we put on nodes we cordon, so a retry or a rollback knows the cordon was ours.
 CORDONED_BY_ANNOTATION = "kube-maintenance.io/cordoned-by"
 
@@ -54,7 +54,6 @@ class NodeReplacementParams:
             ignore_window=read.boolean("ignore_window"),
             dry_run=read.boolean("dry_run"),
         )
-        read.check(not params.surge, "surge: launching replacements before draining is not supported yet; set surge to false (replace in place)")
         both = sorted(set(params.node_names) & set(params.exclude_nodes))
         read.check(not both, f"exclude_nodes: {both} are also in node_names")
         read.raise_if_problems()
@@ -77,6 +76,7 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)  # node -> why it is not replaced
     ready_nodes_before: int = 0
     ready_by_group_before: dict[str, int] = field(default_factory=dict)
+    desired_by_group_before: dict[str, int] = field(default_factory=dict)
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -84,6 +84,7 @@ class Plan:
             "skipped": self.skipped,
             "ready_nodes_before": self.ready_nodes_before,
             "ready_by_group_before": self.ready_by_group_before,
+            "desired_by_group_before": self.desired_by_group_before,
         }
 
     @classmethod
@@ -93,11 +94,34 @@ class Plan:
             skipped=dict(data.get("skipped") or {}),
             ready_nodes_before=int(data.get("ready_nodes_before", 0)),
             ready_by_group_before=dict(data.get("ready_by_group_before") or {}),
+            desired_by_group_before=dict(data.get("desired_by_group_before") or {}),
         )
 
     @property
     def nodes(self) -> list[PlannedNode]:
         return [n for batch in self.batches for n in batch]
+
+    def surge_by_group(self, index: int) -> dict[str, int]:
+        """Extra instances each group needs while batch ``index`` is drained (surge mode)."""
+        out: dict[str, int] = {}
+        for node in self.batches[index]:
+            if node.asg:
+                out[node.asg] = out.get(node.asg, 0) + 1
+        return out
+
+
+def surge_problems(plan: Plan, max_by_group: Mapping[str, int]) -> list[str]:
+    """Groups whose MaxSize leaves no room to launch a batch's replacements first."""
+    problems = []
+    for index in range(len(plan.batches)):
+        for group, extra in plan.surge_by_group(index).items():
+            wanted = plan.desired_by_group_before.get(group, 0) + extra
+            if wanted > max_by_group.get(group, 0):
+                problems.append(
+                    f"surge: batch {index + 1} needs {group} at {wanted} instances but its MaxSize is {max_by_group.get(group)}; "
+                    "lower batch_size, raise the group's MaxSize, or replace in place (surge false)"
+                )
+    return sorted(set(problems))
 
 
 def instance_of(node: Mapping[str, Any]) -> tuple[str, str] | None:

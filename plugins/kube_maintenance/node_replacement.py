@@ -20,7 +20,7 @@ from .health import preflight_report, validation_report
 from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH
 from .lock import ClusterLock
 from .node_ops import drain_pass
-from .node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, instance_of, plan_replacement
+from .node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, instance_of, plan_replacement, surge_problems
 from .runtime import TaskRuntime, fail, runtime_for, skip
 
 log = logging.getLogger("kube_maintenance.node_replacement")
@@ -73,11 +73,16 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
         fail("cannot replace nodes whose instance is not running in an Auto Scaling group: " + ", ".join(not_in_group))
     the_plan.batches = [[_with_asg(n, states[n.instance_id].asg) for n in batch] for batch in the_plan.batches]
     groups = sorted({n.asg for n in the_plan.nodes if n.asg})
-    group_instances = rt.cloud.group_instances(groups)
+    described = rt.cloud.groups(groups)
     ready_instances = {instance_of(n)[1] for n in nodes if instance_of(n) and _ready(n)}  # type: ignore[index]
     the_plan.ready_by_group_before = {
-        g: sum(1 for i in group_instances.get(g, []) if i["InstanceId"] in ready_instances) for g in groups
+        g: sum(1 for i in described.get(g, {}).get("Instances", []) if i["InstanceId"] in ready_instances) for g in groups
     }
+    the_plan.desired_by_group_before = {g: int(described.get(g, {}).get("DesiredCapacity", 0)) for g in groups}
+    if params.surge:
+        problems = surge_problems(the_plan, {g: int(described.get(g, {}).get("MaxSize", 0)) for g in groups})
+        if problems:
+            fail("\n".join(problems))
     for i, batch in enumerate(the_plan.batches, start=1):
         for node in batch:
             target = f"node/{node.name}"
@@ -155,12 +160,6 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         skip("dry run")
     batch = _batch(context, index)
     now = _now()
-    if not params.ignore_window:
-        # A batch may take its whole drain and boot allowance: start none the window cannot fit.
-        needed = dt.timedelta(seconds=params.drain_timeout_seconds + params.replacement_timeout_seconds)
-        closing = rt.cluster.window.why_not(now, needed)
-        if closing:
-            skip(f"not starting batch {index + 1}: {closing}; the remaining nodes wait for the next run")
     ClusterLock(rt.kube, rt.holder).renew()
     cordoned = []
     for planned in batch:
@@ -181,6 +180,49 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         rt.audit.record("cordon", f"node/{planned.name}", before=was, after="unschedulable", batch=index + 1, cordoned_by_hand_before=planned.cordoned_before_run)
         cordoned.append(planned.name)
     return cordoned
+
+
+def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
+    """Surge mode: raise each group's desired capacity for this batch and wait for the new nodes.
+
+    Returns True at once when replacing in place. Desired capacity is set to an absolute value
+    (what the plan saw plus this batch's count), so a retry never adds capacity twice.
+    """
+    params, rt = _params(cluster_name, context, max_batches)
+    if params.dry_run:
+        skip("dry run")
+    the_plan = _plan_from(context)
+    batch = _batch(context, index)
+    if not params.ignore_window:
+        # The first step of a batch: a batch may take its whole drain and boot allowance, so
+        # start none the window cannot fit.
+        needed = dt.timedelta(seconds=params.drain_timeout_seconds + params.replacement_timeout_seconds)
+        closing = rt.cluster.window.why_not(_now(), needed)
+        if closing:
+            skip(f"not starting batch {index + 1}: {closing}; the remaining nodes wait for the next run")
+    if not params.surge:
+        return True
+    extra = the_plan.surge_by_group(index)
+    described = rt.cloud.groups(sorted(extra))
+    nodes, _ = rt.kube.list(NODES)
+    ready_instances = {instance_of(n)[1] for n in nodes if instance_of(n) and _ready(n)}  # type: ignore[index]
+    replaced_before = {n.instance_id for b in the_plan.batches[:index] for n in b}
+    waiting = {}
+    for group, count in extra.items():
+        wanted = the_plan.desired_by_group_before.get(group, 0) + count
+        current = int(described.get(group, {}).get("DesiredCapacity", 0))
+        if current < wanted:
+            rt.cloud.set_desired_capacity(group, wanted)
+            rt.audit.record("surge", f"asg/{group}", before={"desired": current}, after={"desired": wanted}, batch=index + 1, nodes=[n.name for n in batch])
+        ready = sum(
+            1 for i in described.get(group, {}).get("Instances", []) if i["InstanceId"] in ready_instances and i["InstanceId"] not in replaced_before
+        )
+        if ready < the_plan.ready_by_group_before.get(group, 0) + count:
+            waiting[group] = f"{ready}/{the_plan.ready_by_group_before.get(group, 0) + count} Ready"
+    if waiting:
+        log.info("waiting for surge nodes: %s", waiting)
+        return False
+    return True
 
 
 def _drain_deadline(node: Mapping[str, Any], timeout: int) -> dt.datetime:
@@ -255,6 +297,17 @@ def rollback(cluster_name: str, index: int, max_batches: int = 10, **context: An
         after = "unschedulable (cordoned by hand before the run)" if planned.cordoned_before_run else "schedulable"
         rt.audit.record("uncordon", f"node/{planned.name}", before="unschedulable", after=after, batch=index + 1)
         uncordoned.append(planned.name)
+    if (context.get("params") or {}).get("surge"):
+        # Scaling the group back in would let Auto Scaling pick which instance dies (perhaps one
+        # with pods): the surge node stays, empty but for DaemonSets, for a person to decide.
+        for group, count in the_plan.surge_by_group(index).items():
+            log.warning(
+                "surge capacity left in place: %s keeps %d extra instance(s) (desired was %d before the run); "
+                "scale it back once the failed node is dealt with",
+                group,
+                count,
+                the_plan.desired_by_group_before.get(group, 0),
+            )
     return uncordoned
 
 
@@ -274,7 +327,9 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             fail(f"node {planned.name} is now instance {instance_of(node)}, not {planned.instance_id} as planned; not terminating")
         if node is not None and not node.get("spec", {}).get("unschedulable"):
             fail(f"node {planned.name} is schedulable again (uncordoned since the drain?); not terminating it")
-        activity = rt.cloud.terminate_in_group(planned.instance_id)
+        # In place: the group replaces the instance. After a surge the replacement already runs,
+        # so the group shrinks back to the size the plan saw.
+        activity = rt.cloud.terminate_in_group(planned.instance_id, decrement_desired=params.surge)
         rt.audit.record(
             "terminate",
             target,
@@ -282,7 +337,7 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             after="terminating",
             node=planned.name,
             asg=state.asg,
-            should_decrement_desired_capacity=False,
+            should_decrement_desired_capacity=params.surge,
             activity=activity.get("ActivityId"),
         )
         terminated.append(planned.instance_id)

@@ -250,3 +250,25 @@ def test_a_manual_run_outside_the_window_needs_ignore_window(dag_runner: DagRunn
     assert len([l for l in forced.audit if l["action"] == "terminate"]) == 1
     summary = [l for l in forced.audit if l["action"] == "summary"][-1]["after"]
     assert len(summary["replaced"]) == 1 and summary["not_replaced"] == [] and summary["lock_released"] is True
+
+
+def test_surge_launches_replacements_first_and_shrinks_back(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    autoscaling = boto3.client("autoscaling", region_name="eu-west-1", endpoint_url=world.moto_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def desired() -> int:
+        return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["staging-general"])["AutoScalingGroups"][0]["DesiredCapacity"]
+
+    before_desired = desired()
+    old_general = {n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"}
+    staging.monitor.reset()
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "surge": True, "max_nodes": 2, "batch_size": 2, "node_selector": "workload-type=general"})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    actions = [line["action"] for line in result.audit]
+    assert actions.index("surge") < actions.index("cordon"), "replacements are launched before anything is cordoned"
+    surge = next(line for line in result.audit if line["action"] == "surge")
+    assert surge["before"] == {"desired": before_desired} and surge["after"] == {"desired": before_desired + 2}
+    assert all(line["detail"]["should_decrement_desired_capacity"] for line in result.audit if line["action"] == "terminate")
+    assert desired() == before_desired, "the group is back to its size"
+    assert len(old_general - node_names(world)) == 2 and len(node_names(world)) == 6
+    assert staging.monitor.report()["max_nodes_out_of_service"] <= 2

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from kube_maintenance.node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, plan_replacement
+from kube_maintenance.node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, plan_replacement, surge_problems
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -91,7 +91,6 @@ def test_unknown_or_unreplaceable_explicit_nodes_fail_loudly() -> None:
         ({"dry_run": "yes"}, "dry_run: expected true or false"),
         ({"min_node_age_hours": -1}, "min_node_age_hours"),
         ({"node_names": ["a"], "exclude_nodes": ["a"]}, "exclude_nodes: ['a'] are also in node_names"),
-        ({"surge": True}, "surge: launching replacements before draining is not supported yet"),
     ],
 )
 def test_bad_parameters_say_what_to_fix(raw: dict, message: str) -> None:
@@ -104,3 +103,14 @@ def test_all_problems_are_reported_at_once() -> None:
     with pytest.raises(ParamError) as err:
         params(batch_size=0, max_nodes=0)
     assert "batch_size" in str(err.value) and "max_nodes" in str(err.value)
+
+
+def test_surge_needs_room_under_each_group_maxsize() -> None:
+    def planned(name: str, asg: str) -> PlannedNode:
+        return PlannedNode(name, f"i-{name}", "z", "t", False, asg)
+
+    plan = Plan(batches=[[planned("a", "general"), planned("b", "general")], [planned("c", "batch")]], desired_by_group_before={"general": 4, "batch": 2})
+    assert plan.surge_by_group(0) == {"general": 2} and plan.surge_by_group(1) == {"batch": 1}
+    assert surge_problems(plan, {"general": 6, "batch": 3}) == []
+    problems = surge_problems(plan, {"general": 5, "batch": 3})
+    assert problems == ["surge: batch 1 needs general at 6 instances but its MaxSize is 5; lower batch_size, raise the group's MaxSize, or replace in place (surge false)"]
