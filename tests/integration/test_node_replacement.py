@@ -272,3 +272,20 @@ def test_surge_launches_replacements_first_and_shrinks_back(dag_runner: DagRunne
     assert desired() == before_desired, "the group is back to its size"
     assert len(old_general - node_names(world)) == 2 and len(node_names(world)) == 6
     assert staging.monitor.report()["max_nodes_out_of_service"] <= 2
+
+
+def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    pdb = next(p for p in store.iter(PDBS))
+    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
+    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+    store.mutate(NODES, None, victim, lambda n: n["spec"].update(unschedulable=True))  # someone's hand cordon
+    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
+    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks()
+    node = store.get(NODES, None, victim)
+    assert node["spec"].get("unschedulable") is True, "left cordoned, as it was before the run"
+    assert not any(k.startswith("kube-maintenance.io/") for k in node["metadata"].get("annotations") or {})
+    uncordon = [l for l in result.audit if l["action"] == "uncordon"]
+    assert len(uncordon) == 1 and uncordon[0]["after"].startswith("unschedulable (cordoned by hand")

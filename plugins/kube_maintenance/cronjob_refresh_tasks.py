@@ -1,0 +1,354 @@
+"""CronJob image refresh: the work each task of the DAG does.
+
+plan (parameters, window, namespaces, shards) -> preflight (lock) -> per group of namespaces, as
+mapped instances of one task group: judge (one list of CronJobs and one of Jobs per namespace) ->
+delete the stale Jobs (Background propagation, UID and resourceVersion preconditions) -> wait until
+their pods are gone (list+watch per namespace, reschedule-mode sensor) -> create the fresh Jobs ->
+release the lock and summarise at the end. Every step is safe to retry or re-run:
+- a Job already deleted, or replaced by a same-named one, is not an error; a Job changed since it
+  was judged is not deleted (the precondition refuses it) and the log says so;
+- a fresh Job's name is derived from its CronJob's UID and template generation, so a second try
+  finds the first one's Job instead of starting another.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any, Mapping
+
+from .cronjob_refresh import (
+    JOB_CONTROLLER_UID_LABEL,
+    CronJobRefreshParams,
+    CronJobVerdict,
+    cronjob_images,
+    fresh_job_manifest,
+    fresh_job_name,
+    is_fresh_job_of,
+    judge_namespace,
+    refresh_key,
+    select_namespaces,
+    shard,
+)
+from .k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError, WaitTimeout
+from .lock import ClusterBusy, ClusterLock
+from .params import ParamError
+from .runtime import TaskRuntime, fail, runtime_for, skip
+
+log = logging.getLogger("kube_maintenance.cronjob_refresh")
+
+LOCK_TARGET = "lease/default/kube-maintenance-lock"
+# A poke watches pods go for at most this long in all, then frees its worker slot.
+POD_WAIT_PER_POKE_SECONDS = 60.0
+JUDGE_TASK = "refresh.judge"
+DELETE_TASK = "refresh.delete_stale_jobs"
+CREATE_TASK = "refresh.create_fresh_jobs"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[CronJobRefreshParams, TaskRuntime]:
+    try:
+        params = CronJobRefreshParams.from_mapping(dict(context.get("params") or {}))
+    except ParamError as exc:
+        fail(str(exc))
+    return params, runtime_for(cluster_name, context, params.dry_run)
+
+
+def _renew_lock(rt: TaskRuntime) -> None:
+    """Renew the run's lock before writing. Groups run in parallel: a 409 means another task of this
+    run renewed it at the same moment, which is fine as long as the lock is still ours."""
+    lock = ClusterLock(rt.kube, rt.holder)
+    try:
+        lock.renew()
+    except ClusterBusy as exc:
+        fail(str(exc))
+    except KubeApiError as err:
+        if err.status != 409:
+            raise
+        holder = ((lock.current() or {}).get("spec") or {}).get("holderIdentity")
+        if holder != rt.holder:
+            fail(f"lost the maintenance lock on {rt.cluster.name}: now held by {holder}")
+
+
+def _all_mapped(context: Mapping[str, Any], task_id: str) -> list[dict[str, Any]]:
+    """Every map index's XCom of a mapped task (xcom_pull gives a bare value when there is one)."""
+    values = context["ti"].xcom_pull(task_ids=task_id)
+    if values is None:
+        return []
+    if isinstance(values, dict):
+        return [values]
+    return [v for v in values if isinstance(v, dict)]
+
+
+# ----------------------------------------------------------------------------------------------- plan
+def plan(cluster_name: str, max_groups: int = 16, **context: Any) -> list[dict[str, Any]]:
+    """Check the parameters and the window, pick the namespaces, shard them into at most ``max_groups``."""
+    params, rt = _params(cluster_name, context)
+    rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=_public(params), outcome="done")
+    closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(_now())
+    if closed:
+        if rt.scheduled:
+            skip(closed + "; nothing done")
+        fail(closed + "; set ignore_window to run anyway, or run with dry_run")
+    namespaces, _ = rt.kube.list(NAMESPACES)
+    try:
+        selection = select_namespaces(namespaces, params, rt.cluster.protected_namespaces)
+    except ParamError as exc:
+        fail(str(exc))
+    for name, why in sorted(selection.skipped.items()):
+        log.info("not refreshing CronJobs in namespace %s: %s", name, why)
+    if not selection.chosen:
+        skip(f"no namespace to refresh (selector {params.namespace_selector!r}, names {list(params.namespaces)}); nothing done")
+    groups = shard(selection.chosen, max_groups)
+    log.info("%d namespace(s) in %d group(s): %s", len(selection.chosen), len(groups), groups)
+    return [{"index": i, "namespaces": names} for i, names in enumerate(groups)]
+
+
+def _public(params: CronJobRefreshParams) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(params)
+
+
+# ------------------------------------------------------------------------------------------ preflight
+def preflight(cluster_name: str, **context: Any) -> str:
+    params, rt = _params(cluster_name, context)
+    if params.dry_run:
+        rt.audit.record("lock", LOCK_TARGET, after=rt.holder)
+        return "dry run: no lock taken"
+    try:
+        outcome = ClusterLock(rt.kube, rt.holder).acquire()
+    except ClusterBusy as exc:
+        fail(str(exc))
+    rt.audit.record("lock", LOCK_TARGET, before=None, after=rt.holder, outcome=outcome)
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------- judge
+def judge(cluster_name: str, group: Mapping[str, Any], **context: Any) -> dict[str, Any]:
+    """Judge every CronJob of the group's namespaces: one list of CronJobs and one of Jobs each."""
+    params, rt = _params(cluster_name, context)
+    now = _now()
+    verdicts: list[CronJobVerdict] = []
+    for namespace in group["namespaces"]:
+        cronjobs, _ = rt.kube.list(CRONJOBS, namespace, label_selector=params.cronjob_selector or None)
+        if not cronjobs:
+            continue  # no CronJob here: no need to read its Jobs
+        jobs, _ = rt.kube.list(JOBS, namespace)
+        verdicts += judge_namespace(cronjobs, jobs, params, now)
+    for verdict in verdicts:
+        if verdict.suspended:
+            log.info(
+                "CronJob %s is suspended: left alone%s",
+                verdict.ref,
+                f" with {len(verdict.stale)} stale active Job(s): {', '.join(j.name for j in verdict.stale)}" if verdict.stale else "",
+            )
+        for name in verdict.too_young:
+            log.info("Job %s/%s of %s runs an old image but is younger than %g min: left for now", verdict.namespace, name, verdict.ref, params.min_job_age_minutes)
+        for job in verdict.jobs_to_delete:
+            rt.audit.record(
+                "plan-delete-job",
+                f"job/{job.ref}",
+                before=job.old_images,
+                after=job.new_images,
+                outcome="planned",
+                cronjob=verdict.ref,
+                job=job.ref,
+                old_images=job.old_images,
+                new_images=job.new_images,
+            )
+        if params.create_fresh_job and verdict.jobs_to_delete:
+            fresh = fresh_job_name(verdict.name, verdict.uid, verdict.generation)
+            rt.audit.record(
+                "plan-create-job",
+                f"job/{verdict.namespace}/{fresh}",
+                before=None,
+                after=verdict.images,
+                outcome="planned",
+                cronjob=verdict.ref,
+                job=f"{verdict.namespace}/{fresh}",
+                replaces=[j.ref for j in verdict.jobs_to_delete],
+                old_images=_merged_old_images(verdict),
+                new_images=verdict.images,
+            )
+    stale = sum(len(v.jobs_to_delete) for v in verdicts)
+    log.info("group %d (%s): %d CronJob(s), %d stale active Job(s) to delete", group["index"], ", ".join(group["namespaces"]), len(verdicts), stale)
+    return {"index": group["index"], "namespaces": list(group["namespaces"]), "verdicts": [v.to_xcom() for v in verdicts]}
+
+
+def _merged_old_images(verdict: CronJobVerdict) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for job in verdict.jobs_to_delete:
+        merged.update(job.old_images)
+    return merged
+
+
+# --------------------------------------------------------------------------------------------- delete
+def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: Any) -> dict[str, Any]:
+    """Delete the group's stale Jobs, each only if it is still exactly the Job that was judged."""
+    params, rt = _params(cluster_name, context)
+    if params.dry_run:
+        skip("dry run: nothing deleted")
+    verdicts = [CronJobVerdict.from_xcom(v) for v in judged.get("verdicts") or ()]
+    todo = [(v, job) for v in verdicts for job in v.jobs_to_delete]
+    if not todo:
+        skip(f"no stale active Job in {', '.join(judged.get('namespaces') or ())}")
+    _renew_lock(rt)
+    result: dict[str, Any] = {"index": judged.get("index"), "deleted": [], "already_gone": [], "changed": [], "at": _now().isoformat()}
+    for verdict, job in todo:
+        entry = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "cronjob": verdict.name, "cronjob_uid": verdict.uid}
+        detail = {"cronjob": verdict.ref, "job": job.ref, "old_images": job.old_images, "new_images": job.new_images}
+        try:
+            # Background: the Job goes now and the garbage collector deletes its pods (no
+            # propagation policy would orphan them, as batch/v1 Jobs default to Orphan).
+            rt.kube.delete(JOBS, job.name, job.namespace, propagation="Background", preconditions={"uid": job.uid, "resourceVersion": job.resource_version})
+        except KubeApiError as err:
+            if err.status == 404 or (err.status == 409 and "UID in precondition" in err.message):
+                why = "already deleted" if err.status == 404 else "replaced by another Job of the same name"
+                rt.audit.record("delete-job", f"job/{job.ref}", before=job.old_images, after=None, outcome="skipped", why=why, **detail)
+                result["already_gone"].append(entry)
+                continue
+            if err.status == 409:
+                why = f"changed since it was judged, so not deleted ({err.message}); a later run judges it again"
+                log.warning("Job %s of CronJob %s: %s", job.ref, verdict.ref, why)
+                rt.audit.record("delete-job", f"job/{job.ref}", before=job.old_images, after=job.old_images, outcome="skipped", why=why, **detail)
+                result["changed"].append(entry)
+                continue
+            raise
+        rt.audit.record("delete-job", f"job/{job.ref}", before=job.old_images, after="deleted (propagation Background)", **detail)
+        result["deleted"].append(entry)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- wait
+def _pods_of(objects: Mapping[Any, Mapping[str, Any]], job_uids: set[str]) -> list[str]:
+    return sorted(
+        f"{p['metadata'].get('namespace')}/{p['metadata']['name']}"
+        for p in objects.values()
+        if (p["metadata"].get("labels") or {}).get(JOB_CONTROLLER_UID_LABEL) in job_uids
+    )
+
+
+def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], **context: Any) -> bool:
+    """One poke: True once no pod of the group's deleted Jobs is left (list+watch per namespace)."""
+    params, rt = _params(cluster_name, context)
+    uids_by_namespace: dict[str, set[str]] = {}
+    for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
+        uids_by_namespace.setdefault(entry["namespace"], set()).add(entry["uid"])
+    started = time.monotonic()
+    left: dict[str, list[str]] = {}
+    for namespace, uids in sorted(uids_by_namespace.items()):
+        budget = max(0.0, POD_WAIT_PER_POKE_SECONDS - (time.monotonic() - started))
+        try:
+            rt.kube.wait_until(PODS, lambda objs, u=uids: not _pods_of(objs, u), budget, namespace=namespace, label_selector=JOB_CONTROLLER_UID_LABEL)
+        except WaitTimeout as exc:
+            left[namespace] = _pods_of(exc.objects, uids)
+    if not left:
+        log.info("every pod of the %d deleted Job(s) is gone", sum(len(u) for u in uids_by_namespace.values()))
+        return True
+    pods = [p for names in left.values() for p in names]
+    deadline = dt.datetime.fromisoformat(deletion["at"]) + dt.timedelta(seconds=params.pods_gone_timeout_seconds)
+    if _now() >= deadline:
+        fail(
+            f"{len(pods)} pod(s) of deleted Jobs still there {params.pods_gone_timeout_seconds}s after the deletion: "
+            f"{', '.join(pods[:20])}; no fresh Job is started for their CronJobs"
+        )
+    log.info("waiting for %d pod(s) of deleted Jobs to go: %s", len(pods), ", ".join(pods[:20]))
+    return False
+
+
+# --------------------------------------------------------------------------------------------- create
+def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Mapping[str, Any], **context: Any) -> dict[str, Any]:
+    """For each CronJob whose stale Jobs are gone, start one fresh Job, as kubectl create job --from does."""
+    params, rt = _params(cluster_name, context)
+    if params.dry_run:
+        skip("dry run: nothing created")
+    if not params.create_fresh_job:
+        skip("create_fresh_job is off: the CronJobs start their next Jobs on schedule")
+    verdicts = {v["uid"]: CronJobVerdict.from_xcom(v) for v in judged.get("verdicts") or ()}
+    replaced: dict[str, list[str]] = {}
+    for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
+        replaced.setdefault(entry["cronjob_uid"], []).append(f"{entry['namespace']}/{entry['name']}")
+    # A stale Job that changed since it was judged still runs: no fresh Job beside it.
+    still_running = {entry["cronjob_uid"]: f"{entry['namespace']}/{entry['name']}" for entry in deletion.get("changed") or ()}
+    if not replaced:
+        skip("no stale Job was deleted: no fresh Job to start")
+    _renew_lock(rt)
+    result: dict[str, Any] = {"index": judged.get("index"), "created": [], "existing": [], "not_created": []}
+    for cronjob_uid, jobs in sorted(replaced.items()):
+        verdict = verdicts[cronjob_uid]
+        name = fresh_job_name(verdict.name, verdict.uid, verdict.generation)
+        target = f"job/{verdict.namespace}/{name}"
+        detail = {"cronjob": verdict.ref, "job": f"{verdict.namespace}/{name}", "replaces": sorted(jobs), "old_images": _merged_old_images(verdict)}
+        why_not = None
+        cronjob = None
+        if cronjob_uid in still_running:
+            why_not = f"its stale Job {still_running[cronjob_uid]} changed since it was judged and still runs"
+        else:
+            # Read afresh: the Job is made from the template as it is now, as kubectl would.
+            cronjob = rt.kube.get_or_none(CRONJOBS, verdict.name, verdict.namespace)
+            if cronjob is None or cronjob["metadata"]["uid"] != verdict.uid:
+                why_not = "the CronJob was deleted (or replaced) since it was judged"
+            elif (cronjob.get("spec") or {}).get("suspend"):
+                why_not = "the CronJob was suspended since it was judged"
+        if why_not or cronjob is None:
+            rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why_not, new_images=verdict.images, **detail)
+            result["not_created"].append(target)
+            continue
+        key = refresh_key(verdict.uid, verdict.generation)
+        body = fresh_job_manifest(cronjob, name, sorted(jobs), key)
+        new_images = cronjob_images(cronjob)
+        try:
+            rt.kube.create(JOBS, body, verdict.namespace)
+        except KubeApiError as err:
+            if err.status != 409:
+                raise
+            existing = rt.kube.get_or_none(JOBS, name, verdict.namespace)
+            if existing is not None and is_fresh_job_of(existing, verdict.uid, key):
+                rt.audit.record("create-job", target, before=None, after="exists", outcome="skipped", why="already created by an earlier try", new_images=new_images, **detail)
+                result["existing"].append(target)
+            else:
+                why = "a Job of that name exists and is not this refresh's fresh Job"
+                log.warning("not creating %s: %s", target, why)
+                rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why, new_images=new_images, **detail)
+                result["not_created"].append(target)
+            continue
+        rt.audit.record("create-job", target, before=None, after="created", new_images=new_images, **detail)
+        result["created"].append(target)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- finish
+def release(cluster_name: str, **context: Any) -> dict[str, Any]:
+    # Runs whatever happened before (trigger rule all_done), even after bad parameters: release
+    # only ever drops a lock this very run holds, so it is always safe to try.
+    dry_run = (context.get("params") or {}).get("dry_run") is not False
+    rt = runtime_for(cluster_name, context, dry_run)
+    released = False
+    if not dry_run:
+        released = ClusterLock(rt.kube, rt.holder).release()
+        if released:
+            rt.audit.record("unlock", LOCK_TARGET, before=rt.holder, after=None)
+    verdicts = [CronJobVerdict.from_xcom(v) for group in _all_mapped(context, JUDGE_TASK) for v in group.get("verdicts") or ()]
+    deletions = _all_mapped(context, DELETE_TASK)
+    creations = _all_mapped(context, CREATE_TASK)
+
+    def refs(results: list[dict[str, Any]], key: str) -> list[str]:
+        return sorted(f"{e['namespace']}/{e['name']}" if isinstance(e, dict) else str(e) for r in results for e in r.get(key) or ())
+
+    summary = {
+        "cronjobs": len(verdicts),
+        "stale_planned": sorted(j.ref for v in verdicts for j in v.jobs_to_delete),
+        "deleted": refs(deletions, "deleted"),
+        "already_gone": refs(deletions, "already_gone"),
+        "changed_since_judged": refs(deletions, "changed"),
+        "suspended_left_alone": sorted(v.ref for v in verdicts if v.suspended and v.stale),
+        "fresh_jobs_created": refs(creations, "created"),
+        "fresh_jobs_existing": refs(creations, "existing"),
+        "lock_released": released,
+    }
+    rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
+    return summary
