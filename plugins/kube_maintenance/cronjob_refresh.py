@@ -38,7 +38,6 @@ MAX_NAMESPACE_GROUPS = 256
 # A Job's name becomes a label value on its pods: 63 characters at most. CronJob names are limited
 # to 52 so the controller's "-<minutes>" suffix fits; our "-r<9 hex>" suffix is 11 characters too.
 _CRONJOB_NAME_MAX = 52
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,7 @@ class CronJobRefreshParams:
     def from_mapping(cls, raw: Mapping[str, Any]) -> "CronJobRefreshParams":
         """Validate a trigger form / conf; every problem is reported at once, naming the field."""
         read = FieldReader(raw, cls)
-        names = read.names("namespaces", "namespace names")
-        bad_names = [n for n in names if not _DNS_LABEL.match(n) or len(n) > 63]
-        read.check(not bad_names, f"namespaces: not valid namespace names: {', '.join(bad_names)}")
+        names = read.namespace_names("namespaces")
         params = cls(
             namespace_selector=read.selector("namespace_selector", example="app.kubernetes.io/managed-by=Helm").strip(),
             namespaces=names,

@@ -4,18 +4,17 @@ Kept cheap to import: Airflow's SDK and this package's light modules only.
 """
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from .cronjob_refresh import namespace_groups_setting
-from .dag_factory import OPERATION_TAG, _doc, _schedule
+from .dag_factory import finish_run, operation_dag
 from .registry import ClusterConfig
 
 OPERATION = "cronjob_refresh"
 
 
 def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
-    from airflow.sdk import DAG, Param, TriggerRule, chain, task, task_group
+    from airflow.sdk import Param, chain, task, task_group
 
     from . import cronjob_refresh_tasks as op
 
@@ -43,26 +42,16 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
         "ignore_window": Param(default["ignore_window"], type="boolean", description="Run outside the maintenance window (manual runs)."),
         "dry_run": Param(default["dry_run"], type="boolean", description="Plan and log only; change nothing."),
     }
-    with DAG(
-        dag_id=f"{OPERATION}__{cluster.name}",
-        description=f"CronJob image refresh on {cluster.name}",
-        schedule=_schedule(cluster, OPERATION),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        params=params,
-        tags=[OPERATION_TAG, f"cluster:{cluster.name}", f"operation:{OPERATION}"],
-        doc_md=_doc(
-            cluster,
-            "CronJob image refresh",
-            "Deletes the active Jobs still running an image their CronJob no longer uses (any container or init "
-            "container, matched by name, differing from the CronJob's current job template), with their pods "
-            "(propagation Background, UID and resourceVersion preconditions), and optionally starts a fresh Job "
-            "from each refreshed CronJob at once, as `kubectl create job --from=cronjob/<name>` does. Suspended "
-            f"CronJobs are reported and left alone. Namespaces are worked on in at most {max_groups} parallel groups.",
-        ),
-        default_args={"retries": int(settings.get("retries", 2)), "retry_delay": dt.timedelta(seconds=float(settings.get("retry_delay_seconds", 30)))},
-        render_template_as_native_obj=True,
+    with operation_dag(
+        cluster,
+        OPERATION,
+        "CronJob image refresh",
+        "Deletes the active Jobs still running an image their CronJob no longer uses (any container or init "
+        "container, matched by name, differing from the CronJob's current job template), with their pods "
+        "(propagation Background, UID and resourceVersion preconditions), and optionally starts a fresh Job "
+        "from each refreshed CronJob at once, as `kubectl create job --from=cronjob/<name>` does. Suspended "
+        f"CronJobs are reported and left alone. Namespaces are worked on in at most {max_groups} parallel groups.",
+        params,
     ) as dag:
         kwargs = {"cluster_name": cluster.name}
         plan = task(task_id="plan")(op.plan)(max_groups=max_groups, **kwargs)
@@ -81,15 +70,5 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
         # One mapped instance of the group per shard of namespaces (at most max_groups of them).
         groups = refresh.expand(group=plan)
         chain(plan, preflight, groups)
-        release = task(task_id="release_lock", trigger_rule=TriggerRule.ALL_DONE, retries=5)(op.release)(**kwargs)
-        [plan, preflight, *group_tasks] >> release
-
-        @task(task_id="fail_run_if_any_step_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
-        def watcher() -> None:
-            """Makes the run fail when a step failed, even though release_lock (a leaf) succeeds."""
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException("a step failed; see the failed task's log for the reason")
-
-        [plan, preflight, *group_tasks] >> watcher()
+        finish_run([plan, preflight, *group_tasks], op.release, **kwargs)
     return dag

@@ -34,8 +34,45 @@ def _doc(cluster: ClusterConfig, title: str, body: str) -> str:
     )
 
 
+def operation_dag(cluster: ClusterConfig, operation: str, title: str, summary: str, params: dict[str, Any]) -> Any:
+    """The DAG every operation shares: one per cluster, its window's schedule, tags, docs, retries."""
+    from airflow.sdk import DAG
+
+    settings = cluster.operation(operation)
+    return DAG(
+        dag_id=f"{operation}__{cluster.name}",
+        description=f"{title} on {cluster.name}",
+        schedule=_schedule(cluster, operation),
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        params=params,
+        tags=[OPERATION_TAG, f"cluster:{cluster.name}", f"operation:{operation}"],
+        doc_md=_doc(cluster, title, summary),
+        default_args={"retries": int(settings.get("retries", 2)), "retry_delay": dt.timedelta(seconds=float(settings.get("retry_delay_seconds", 30)))},
+        render_template_as_native_obj=True,
+    )
+
+
+def finish_run(work: list[Any], release: Any, **kwargs: Any) -> None:
+    """After every task of the run: release the cluster lock whatever happened (all_done), and a
+    watcher that fails the run when a step failed (release_lock, a leaf, succeeds even then)."""
+    from airflow.sdk import TriggerRule, task
+
+    released = task(task_id="release_lock", trigger_rule=TriggerRule.ALL_DONE, retries=5)(release)(**kwargs)
+    work >> released
+
+    @task(task_id="fail_run_if_any_step_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def watcher() -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("a step failed; see the failed task's log for the reason")
+
+    work >> watcher()
+
+
 def node_replacement_dag(cluster: ClusterConfig) -> Any:
-    from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, chain, task
+    from airflow.sdk import Param, TaskGroup, TriggerRule, chain, task
 
     from . import node_replacement as op
 
@@ -77,25 +114,16 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
         "ignore_window": Param(default["ignore_window"], type="boolean", description="Run outside the maintenance window (manual runs)."),
         "dry_run": Param(default["dry_run"], type="boolean", description="Plan and log only; change nothing."),
     }
-    with DAG(
-        dag_id=f"node_replacement__{cluster.name}",
-        description=f"Rolling node replacement on {cluster.name}",
-        schedule=_schedule(cluster, "node_replacement"),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        params=params,
-        tags=[OPERATION_TAG, f"cluster:{cluster.name}", "operation:node_replacement"],
-        doc_md=_doc(
-            cluster,
-            "Rolling node replacement",
-            "Picks nodes (selector, age, names), then batch by batch: cordon, drain through the Eviction API "
-            "(PodDisruptionBudgets respected, DaemonSet and mirror pods skipped), terminate the EC2 instance in "
-            "its Auto Scaling group without lowering desired capacity, wait for the replacement to join Ready, "
-            "validate. A failed drain uncordons the batch and stops the rollout.",
-        ),
-        default_args={"retries": int(settings.get("retries", 2)), "retry_delay": dt.timedelta(seconds=float(settings.get("retry_delay_seconds", 30)))},
-        render_template_as_native_obj=True,
+    with operation_dag(
+        cluster,
+        "node_replacement",
+        "Rolling node replacement",
+        "Picks nodes (selector, age, names), then batch by batch: cordon, drain through the Eviction API "
+        "(PodDisruptionBudgets respected, DaemonSet and mirror pods skipped), terminate the EC2 instance in "
+        "its Auto Scaling group without lowering desired capacity (or, with surge, after its replacement "
+        "joined), wait for the replacement to join Ready, validate twice. A failed drain uncordons the batch "
+        "and stops the rollout.",
+        params,
     ) as dag:
         kwargs = {"cluster_name": cluster.name, "max_batches": max_batches}
         plan = task(task_id="plan")(op.plan)(**kwargs)
@@ -118,15 +146,5 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
             previous >> surge
             previous = validate
             batch_tasks += [surge, cordon, drain, terminate, wait, validate, rollback]
-        release = task(task_id="release_lock", trigger_rule=TriggerRule.ALL_DONE, retries=5)(op.release)(**kwargs)
-        [plan, preflight, *batch_tasks] >> release
-
-        @task(task_id="fail_run_if_any_step_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
-        def watcher() -> None:
-            """Makes the run fail when a step failed, even though release_lock (a leaf) succeeds."""
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException("a step failed; see the failed task's log for the reason")
-
-        [plan, preflight, *batch_tasks] >> watcher()
+        finish_run([plan, preflight, *batch_tasks], op.release, **kwargs)
     return dag

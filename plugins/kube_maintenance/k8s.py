@@ -270,7 +270,12 @@ class KubeClient:
             query.append(("labelSelector", label_selector))
         if field_selector:
             query.append(("fieldSelector", field_selector))
-        resp = self._raw("GET", ref.path(namespace), query, None, None, timeout=timeout_seconds + 10)
+        from kubernetes.client.rest import ApiException
+
+        try:
+            resp = self._raw("GET", ref.path(namespace), query, None, None, timeout=timeout_seconds + 10)
+        except ApiException as exc:  # refused before streaming (429/5xx, 410): the caller decides
+            raise self._error(exc) from None
         buffer = b""
         try:
             for chunk in resp.stream(4096, decode_content=False):
@@ -334,6 +339,8 @@ class KubeClient:
                         break
             except KubeApiError as err:
                 if err.status in (410,) or err.status in RETRYABLE_STATUS:
+                    if err.status != 410:  # an overloaded server: back off before the re-list
+                        time.sleep(self.retry.delay(0, None))
                     rv = ""
                 else:
                     raise

@@ -6,9 +6,13 @@ schema cannot (selectors, names, cross-field rules) and what arrives through the
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 from .selectors import SelectorError, parse_label_selector
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ParamError(ValueError):
@@ -69,6 +73,12 @@ class FieldReader:
             self.problems.append(f"{key}: expected a list of {what}")
             return ()
         return tuple(dict.fromkeys(v for v in value if v))
+
+    def namespace_names(self, key: str) -> tuple[str, ...]:
+        names = self.names(key, "namespace names")
+        bad = [n for n in names if len(n) > 63 or not _DNS_LABEL.match(n)]
+        self.check(not bad, f"{key}: not valid namespace names: {', '.join(map(repr, bad))}")
+        return names
 
     def selector(self, key: str, example: str = "app=web") -> str:
         value = self.raw.get(key) or ""

@@ -103,7 +103,9 @@ class DagRunner:
         path.write_text(json.dumps(registry))
         self.monkeypatch.setenv("KUBE_MAINTENANCE_REGISTRY", str(path))
 
-    def run(self, dag_file: str, dag_id: str, conf: dict[str, Any]) -> RunResult:
+    def run(self, dag_file: str, dag_id: str, conf: dict[str, Any], **test_options: Any) -> RunResult:
+        """``test_options`` go to ``dag.test`` (e.g. the same ``logical_date`` and ``run_after`` twice:
+        the second call clears and re-runs the same run, as "Clear" in the UI does)."""
         from kube_maintenance.audit import parse_audit_lines
 
         dags = runpy.run_path(str(REPO / "dags" / dag_file))
@@ -114,7 +116,7 @@ class DagRunner:
         if self.capfd is not None:
             self.capfd.readouterr()
         try:
-            dag_run = dag.test(run_conf=conf)
+            dag_run = dag.test(run_conf=conf, **test_options)
         except Exception as exc:  # noqa: BLE001 - e.g. the trigger form's validation: nothing ran
             return RunResult("rejected", {}, [], [f"{type(exc).__name__}: {exc}"])
         finally:

@@ -82,7 +82,7 @@ def test_every_bad_parameter_is_reported_at_once_naming_its_field() -> None:
     with pytest.raises(ParamError) as err:
         params(namespace_selector="team in (a", cronjob_selector="=x", min_job_age_minutes=-5, dry_run="no", pods_gone_timeout_seconds=0, namespaces=["Shop"])
     text = str(err.value)
-    for field in ("namespace_selector:", "cronjob_selector:", "min_job_age_minutes:", "dry_run:", "pods_gone_timeout_seconds:", "namespaces: not valid namespace names: Shop"):
+    for field in ("namespace_selector:", "cronjob_selector:", "min_job_age_minutes:", "dry_run:", "pods_gone_timeout_seconds:", "namespaces: not valid namespace names: 'Shop'"):
         assert field in text, (field, text)
 
 

@@ -1,0 +1,421 @@
+"""Namespace-wide rollout restart: the work each task of the DAG does.
+
+plan (namespaces, workloads, shards) -> preflight (lock) -> restart, mapped over shards of namespaces
+(a reschedule-mode sensor: each poke restarts and watches for a bounded time, then frees its worker
+slot) -> release the lock and summarise.
+
+Within a shard, namespaces go one after the other and, in each, the kinds in the order the form
+gives them. For one kind in one namespace a single list+watch follows every workload: up to the
+shard's share of the cluster's ``max_concurrent_rollouts`` are restarted, and as each rollout
+completes (kubectl's judgement) the next one is patched, on the same watch. So a namespace costs a
+watch per kind, not a poll per workload.
+
+Every poke starts from what the cluster says, so retries, reschedules and re-runs are safe: a
+workload whose template carries a restartedAt at or after the run's start is never patched again,
+only waited for.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from . import rollout as rules
+from .audit import AuditTrail
+from .k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
+from .lock import ClusterLock
+from .rollout import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
+from .runtime import TaskRuntime, fail, runtime_for, skip
+
+log = logging.getLogger("kube_maintenance.rollout_restart")
+
+KIND_REFS: dict[str, ResourceRef] = {rules.DEPLOYMENT: DEPLOYMENTS, rules.DAEMONSET: DAEMONSETS, rules.STATEFULSET: STATEFULSETS}
+LOCK_TARGET = "lease/default/kube-maintenance-lock"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[RolloutRestartParams, TaskRuntime]:
+    from .registry import load_registry
+
+    cluster = load_registry().cluster(cluster_name)
+    try:
+        params = RolloutRestartParams.from_mapping(dict(context.get("params") or {}), cluster.protected_namespaces)
+    except ParamError as exc:
+        fail(str(exc))
+    return params, runtime_for(cluster_name, context, params.dry_run)
+
+
+def run_started(context: Mapping[str, Any]) -> dt.datetime:
+    """When the run began, to the second: its ``run_after`` (the trigger time, or the window opening
+    of a scheduled run). Fixed for the run's life, so clearing and re-running its tasks keeps it."""
+    dag_run = context.get("dag_run")
+    for attr in ("run_after", "logical_date", "start_date"):
+        value = getattr(dag_run, attr, None)
+        if isinstance(value, dt.datetime):
+            return rules.run_start_second(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
+    return rules.run_start_second(_now())
+
+
+# ------------------------------------------------------------------------------------------------ plan
+@dataclass
+class RestartPlan:
+    since: dt.datetime
+    namespaces: tuple[str, ...]
+    views: list[WorkloadView]
+    shards: list[Shard]
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    def refs(self, *verdicts: Verdict) -> list[str]:
+        return [v.ref for v in self.views if v.verdict in verdicts]
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for v in self.views if v.verdict in (Verdict.RESTART, Verdict.ROLLING, Verdict.FAILED))
+
+    def to_xcom(self, params: RolloutRestartParams) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "namespaces": list(self.namespaces),
+            "kinds": list(params.kinds),
+            "left_out": self.left_out,
+            "restart": self.refs(Verdict.RESTART),
+            "rolling": self.refs(Verdict.ROLLING),
+            "complete": self.refs(Verdict.COMPLETE),
+            "failed": {v.ref: v.why for v in self.views if v.verdict is Verdict.FAILED},
+            "skipped": {v.ref: v.why for v in self.views if v.verdict is Verdict.SKIP},
+            "dry_run": params.dry_run,
+        }
+
+
+def list_workloads(kube: KubeClient, kinds: tuple[str, ...], namespaces: tuple[str, ...], workload_selector: str) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, object) for every workload of the kinds in the namespaces: one cluster-wide list per kind."""
+    wanted = set(namespaces)
+    found = []
+    for kind in kinds:
+        items, _ = kube.list(KIND_REFS[kind], label_selector=workload_selector or None)
+        found += [(kind, obj) for obj in items if obj["metadata"].get("namespace") in wanted]
+    return found
+
+
+def make_plan(kube: KubeClient, params: RolloutRestartParams, protected: tuple[str, ...], since: dt.datetime, max_shards: int) -> RestartPlan:
+    namespace_objects, _ = kube.list(NAMESPACES)
+    selection = rules.select_namespaces(namespace_objects, params, protected)
+    now = _now()
+    views = [rules.judge(obj, kind, since, now, params.rollout_timeout_seconds) for kind, obj in list_workloads(kube, params.kinds, selection.namespaces, params.workload_selector)]
+    pending: dict[str, int] = {}
+    for view in views:
+        if view.verdict in (Verdict.RESTART, Verdict.ROLLING, Verdict.FAILED):
+            pending[view.namespace] = pending.get(view.namespace, 0) + 1
+    shards = rules.shard_namespaces(pending, max_shards, params.max_concurrent_rollouts)
+    return RestartPlan(since, selection.namespaces, sorted(views, key=lambda v: v.ref), shards, selection.left_out)
+
+
+def _max_map_length() -> int:
+    """Airflow's limit on a mapped task's length ([core] max_map_length)."""
+    try:
+        from airflow.sdk.configuration import conf
+
+        return conf.getint("core", "max_map_length", fallback=1024)
+    except Exception:  # noqa: BLE001 - no configuration to read: Airflow's default
+        return 1024
+
+
+def plan(cluster_name: str, max_parallel_tasks: int = 8, **context: Any) -> list[dict[str, Any]]:
+    """Validate, choose namespaces and workloads, log the plan; return the shards to map over
+    (the plan itself goes to the XCom key "plan")."""
+    params, rt = _params(cluster_name, context)
+    rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=params.to_public(), outcome="done")
+    closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(_now())
+    if closed:
+        if rt.scheduled:
+            skip(closed + "; nothing done")
+        fail(closed + "; set ignore_window to run anyway, or run with dry_run")
+    since = run_started(context)
+    try:
+        the_plan = make_plan(rt.kube, params, rt.cluster.protected_namespaces, since, min(max_parallel_tasks, _max_map_length()))
+    except ParamError as exc:
+        fail(str(exc))
+    for ns, why in sorted(the_plan.left_out.items()):
+        log.info("not restarting namespace %s: %s", ns, why)
+    for view in the_plan.views:
+        if view.verdict is Verdict.RESTART:
+            rt.audit.record("plan-restart", view.ref, before=rules.format_restarted_at(view.restarted_at) if view.restarted_at else None, after="restarted", outcome="planned", kind=view.kind)
+        elif view.verdict is Verdict.SKIP:
+            rt.audit.record("skip-restart", view.ref, outcome="skipped", kind=view.kind, why=view.why)
+        else:
+            log.info("%s: already restarted since the run began (%s): %s", view.ref, view.verdict.value, view.why)
+    log.info(
+        "plan for %s since %s: %d namespace(s) %s; %d to restart, %d rolling, %d complete, %d skipped, %d failed; shards %s",
+        rt.cluster.name,
+        since.isoformat(),
+        len(the_plan.namespaces),
+        list(the_plan.namespaces),
+        len(the_plan.refs(Verdict.RESTART)),
+        len(the_plan.refs(Verdict.ROLLING)),
+        len(the_plan.refs(Verdict.COMPLETE)),
+        len(the_plan.refs(Verdict.SKIP)),
+        len(the_plan.refs(Verdict.FAILED)),
+        [(s.namespaces, s.max_in_flight) for s in the_plan.shards],
+    )
+    context["ti"].xcom_push(key="plan", value=the_plan.to_xcom(params))
+    return [s.to_xcom() for s in the_plan.shards]
+
+
+def _plan_from(context: Mapping[str, Any]) -> dict[str, Any] | None:
+    return context["ti"].xcom_pull(task_ids="plan", key="plan")
+
+
+# ------------------------------------------------------------------------------------------- preflight
+def preflight(cluster_name: str, **context: Any) -> str:
+    params, rt = _params(cluster_name, context)
+    the_plan = _plan_from(context)
+    if not the_plan:
+        fail("no plan: the plan task produced nothing")
+    assert the_plan is not None
+    if not (the_plan["restart"] or the_plan["rolling"] or the_plan["failed"]):
+        skip(f"nothing to restart in {', '.join(the_plan['namespaces']) or 'no namespace'}")
+    if params.dry_run:
+        rt.audit.record("lock", LOCK_TARGET, after=rt.holder)
+        skip("dry run: plan logged, nothing changed")
+    outcome = ClusterLock(rt.kube, rt.holder).acquire()
+    rt.audit.record("lock", LOCK_TARGET, before=None, after=rt.holder, outcome=outcome)
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------- restart
+class RolloutFailed(Exception):
+    """A workload's rollout failed; the message names it. (Not a ValueError/OSError: ``wait_until``
+    takes those for a cut stream.)"""
+
+
+@dataclass
+class ShardResult:
+    finished: bool = False  # every namespace of the shard is done (or stopped, see ``stopped``)
+    restarted: list[str] = field(default_factory=list)  # patched by this call
+    failures: dict[str, str] = field(default_factory=dict)
+    stopped: str | None = None  # why restarts stopped starting (the window closing)
+
+
+class KindRollout:
+    """The workloads of one kind in one namespace: restart at most ``max_in_flight`` at once and
+    follow them all with one list+watch until each rollout completed, or one failed."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        audit: AuditTrail,
+        params: RolloutRestartParams,
+        since: dt.datetime,
+        namespace: str,
+        kind: str,
+        max_in_flight: int,
+        result: ShardResult,
+        may_start: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.kube, self.audit, self.params, self.since = kube, audit, params, since
+        self.namespace, self.kind, self.max_in_flight = namespace, kind, max_in_flight
+        self.ref = KIND_REFS[kind]
+        self.result = result
+        self.may_start = may_start
+        self.patched: dict[str, int] = {}  # name -> generation our patch produced
+
+    def _views(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> list[tuple[WorkloadView, dict[str, Any]]]:
+        now = _now()
+        out = []
+        for (_, name), obj in sorted(objects.items()):
+            out.append((rules.judge(obj, self.kind, self.since, now, self.params.rollout_timeout_seconds, self.patched.get(name)), obj))
+        return out
+
+    def fail(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> str | None:
+        failed = [v for v, _ in self._views(objects) if v.verdict is Verdict.FAILED]
+        for view in failed:
+            self.result.failures[view.ref] = view.why
+        return "; ".join(f"{v.ref}: {v.why}" for v in failed) or None
+
+    def step(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> bool:
+        """One look at the namespace's workloads of the kind: start restarts while the budget
+        allows; True once nothing is left rolling or to restart (or may be started)."""
+        views = self._views(objects)
+        rolling = sum(1 for v, _ in views if v.verdict is Verdict.ROLLING)
+        waiting = [(v, obj) for v, obj in views if v.verdict is Verdict.RESTART]
+        for view, obj in waiting:
+            if rolling >= self.max_in_flight:
+                break
+            closing = self.may_start()
+            if closing:
+                self.result.stopped = closing
+                break
+            if self._restart(view, obj):
+                rolling += 1
+        started = sum(1 for v, _ in waiting if v.name in self.patched)
+        left = len(waiting) - started
+        return rolling == 0 and (left == 0 or self.result.stopped is not None)
+
+    def _restart(self, view: WorkloadView, obj: dict[str, Any]) -> bool:
+        value = rules.format_restarted_at(_now())
+        try:
+            patched = self.kube.patch(self.ref, view.name, rules.restart_patch(value), namespace=self.namespace, content_type=STRATEGIC_MERGE_PATCH)
+        except KubeApiError as err:
+            if err.status == 404:
+                log.info("%s is gone: nothing to restart", view.ref)
+                return False
+            raise
+        generation = int(patched["metadata"].get("generation") or 0)
+        self.patched[view.name] = generation
+        self.result.restarted.append(view.ref)
+        self.audit.record("restart", view.ref, before=rules.restarted_at_value(obj), after=value, kind=self.kind, namespace=self.namespace, generation=generation)
+        return True
+
+    def run(self, deadline: float) -> bool:
+        """Until this kind is done in the namespace (True) or ``deadline`` (monotonic) passes (False).
+        Raises RolloutFailed naming the workload whose rollout failed."""
+        # StatefulSets and DaemonSets have no progress deadline: look at their new pods now and then.
+        check_pods_every = max(1.0, min(30.0, self.params.stuck_pod_seconds / 3)) if self.kind != rules.DEPLOYMENT else None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                self.kube.wait_until(
+                    self.ref,
+                    self.step,
+                    min(remaining, check_pods_every or remaining),
+                    namespace=self.namespace,
+                    label_selector=self.params.workload_selector or None,
+                    fail=self.fail,
+                )
+                return True
+            except WaitFailed as exc:
+                raise RolloutFailed(str(exc)) from None
+            except WaitTimeout as exc:
+                self._check_stuck_pods(exc.objects)
+
+    def _check_stuck_pods(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+        if self.kind == rules.DEPLOYMENT:
+            return  # the Deployment controller's progress deadline says it (ProgressDeadlineExceeded)
+        now = _now()
+        for view, obj in self._views(objects):
+            if view.verdict is not Verdict.ROLLING or view.restarted_at is None:
+                continue
+            if (now - view.restarted_at).total_seconds() < self.params.stuck_pod_seconds:
+                continue
+            pods, _ = self.kube.list(PODS, self.namespace, label_selector=rules.selector_string(obj["spec"].get("selector")) or None)
+            stuck = rules.stuck_pods(obj, pods, view.restarted_at, now, self.params.stuck_pod_seconds)
+            if stuck:
+                why = f"rollout stuck: new pod(s) {', '.join(stuck)}; {view.why}"
+                self.result.failures[view.ref] = why
+                raise RolloutFailed(f"{view.ref}: {why}")
+
+
+def roll_shard(
+    kube: KubeClient,
+    audit: AuditTrail,
+    params: RolloutRestartParams,
+    since: dt.datetime,
+    shard: Shard,
+    seconds: float,
+    may_start: Callable[[], str | None] = lambda: None,
+) -> ShardResult:
+    """Restart and verify the shard's namespaces, for at most ``seconds``. Failures are in the result."""
+    result = ShardResult()
+    deadline = time.monotonic() + seconds
+    for namespace in shard.namespaces:
+        for kind in params.kinds:
+            rollout = KindRollout(kube, audit, params, since, namespace, kind, shard.max_in_flight, result, may_start)
+            try:
+                if not rollout.run(deadline):
+                    return result
+            except RolloutFailed as exc:
+                if not result.failures:  # the failing workload is recorded where it is found; just in case
+                    result.failures[f"{kind.lower()}s in {namespace}"] = str(exc)
+                return result
+            if result.stopped:
+                result.finished = True
+                return result
+    result.finished = True
+    return result
+
+
+def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: float = 60, **context: Any) -> bool:
+    """One poke of a shard: restart and watch for at most ``wait_per_poke_seconds``.
+
+    True once every workload of the shard rolled out; False to be poked again. Fails fast, naming
+    the workload, when a rollout fails (progress deadline, a pod never Ready, the timeout).
+    """
+    params, rt = _params(cluster_name, context)
+    if params.dry_run:
+        skip("dry run")
+    the_shard = Shard.from_xcom(shard)
+    ClusterLock(rt.kube, rt.holder).renew()
+
+    def may_start() -> str | None:
+        if params.ignore_window:
+            return None
+        closed = rt.cluster.window.why_not(_now())
+        return f"not starting more restarts: {closed}" if closed else None
+
+    result = roll_shard(rt.kube, rt.audit, params, run_started(context), the_shard, wait_per_poke_seconds, may_start)
+    context["ti"].xcom_push(key="failures", value=result.failures)
+    if result.failures:
+        fail("rollout failed: " + "; ".join(f"{ref}: {why}" for ref, why in sorted(result.failures.items())))
+    if result.stopped:
+        skip(f"{result.stopped}; the workloads not restarted wait for the next run")
+    if not result.finished:
+        log.info("shard %d (%s): still rolling; restarted %d this poke", the_shard.index, ", ".join(the_shard.namespaces), len(result.restarted))
+    return result.finished
+
+
+# ---------------------------------------------------------------------------------------------- finish
+def _shard_failures(context: Mapping[str, Any]) -> dict[str, str]:
+    pulled = context["ti"].xcom_pull(task_ids="restart", key="failures")
+    items = pulled if isinstance(pulled, list) else [pulled]
+    failures: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, dict):
+            failures.update(item)
+    return failures
+
+
+def release(cluster_name: str, **context: Any) -> dict[str, Any]:
+    # Runs whatever happened before (trigger rule all_done), even after bad parameters: release
+    # only ever drops a lock this very run holds, so it is always safe to try.
+    from .registry import load_registry
+
+    raw = dict(context.get("params") or {})
+    try:
+        params: RolloutRestartParams | None = RolloutRestartParams.from_mapping(raw, load_registry().cluster(cluster_name).protected_namespaces)
+    except ParamError:
+        params = None
+    dry_run = params.dry_run if params else raw.get("dry_run") is not False
+    rt = runtime_for(cluster_name, context, dry_run)
+    released = False
+    if not dry_run:
+        released = ClusterLock(rt.kube, rt.holder).release()
+        if released:
+            rt.audit.record("unlock", LOCK_TARGET, before=rt.holder, after=None)
+    the_plan = _plan_from(context)
+    if not the_plan or params is None:
+        summary: dict[str, Any] = {"restarted": [], "skipped": {}, "failed": {}, "not_completed": {}, "note": "nothing planned"}
+    elif dry_run:
+        summary = {
+            "would_restart": the_plan["restart"],
+            "skipped": the_plan["skipped"],
+            "already_restarted": the_plan["complete"] + the_plan["rolling"],
+            "failed": the_plan["failed"],
+        }
+    else:
+        # The truth at the end, from the cluster: what rolled out since the run began and what not.
+        since = dt.datetime.fromisoformat(the_plan["since"])
+        now = _now()
+        found = list_workloads(rt.kube, params.kinds, tuple(the_plan["namespaces"]), params.workload_selector)
+        views = [rules.judge(obj, kind, since, now, params.rollout_timeout_seconds) for kind, obj in found]
+        summary = rules.summarise(views, _shard_failures(context))
+    summary["namespaces"] = the_plan["namespaces"] if the_plan else []
+    summary["lock_released"] = released
+    rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
+    return summary
