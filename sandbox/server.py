@@ -228,7 +228,7 @@ class Handler(BaseHTTPRequestHandler):
             return "patch"
         if method == "DELETE":
             return "delete" if route.name else "deletecollection"
-        raise ApiError(405, f"the server does not allow this method on the requested resource", reason="MethodNotAllowed")
+        raise ApiError(405, "the server does not allow this method on the requested resource", reason="MethodNotAllowed")
 
     def _inject_faults(self, verb: str, route: Route) -> None:
         faults = self.cluster.faults
@@ -609,7 +609,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "the body of the request must be an Eviction")
         name = body.get("metadata", {}).get("name")
         if name and name != route.name:
-            raise errors.bad_request(f"name in URL does not match name in Eviction object")
+            raise errors.bad_request("name in URL does not match name in Eviction object")
         return self._reply(201, evict(self.cluster, route.namespace or "", route.name or "", body))
 
     def _dry_create(self, rt: ResourceType, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:

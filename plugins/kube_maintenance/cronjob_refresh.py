@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 

@@ -31,13 +31,11 @@ from .cronjob_refresh import (
     shard,
 )
 from .k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError, WaitTimeout
-from .lock import ClusterBusy, ClusterLock
 from .params import ParamError
-from .runtime import TaskRuntime, fail, runtime_for, skip
+from .runtime import TaskRuntime, begin_run, drop_lock, fail, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.cronjob_refresh")
 
-LOCK_TARGET = "lease/default/kube-maintenance-lock"
 # A poke watches pods go for at most this long in all, then frees its worker slot.
 POD_WAIT_PER_POKE_SECONDS = 60.0
 JUDGE_TASK = "refresh.judge"
@@ -57,22 +55,6 @@ def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[CronJobRefre
     return params, runtime_for(cluster_name, context, params.dry_run)
 
 
-def _renew_lock(rt: TaskRuntime) -> None:
-    """Renew the run's lock before writing. Groups run in parallel: a 409 means another task of this
-    run renewed it at the same moment, which is fine as long as the lock is still ours."""
-    lock = ClusterLock(rt.kube, rt.holder)
-    try:
-        lock.renew()
-    except ClusterBusy as exc:
-        fail(str(exc))
-    except KubeApiError as err:
-        if err.status != 409:
-            raise
-        holder = ((lock.current() or {}).get("spec") or {}).get("holderIdentity")
-        if holder != rt.holder:
-            fail(f"lost the maintenance lock on {rt.cluster.name}: now held by {holder}")
-
-
 def _all_mapped(context: Mapping[str, Any], task_id: str) -> list[dict[str, Any]]:
     """Every map index's XCom of a mapped task (xcom_pull gives a bare value when there is one)."""
     values = context["ti"].xcom_pull(task_ids=task_id)
@@ -87,12 +69,7 @@ def _all_mapped(context: Mapping[str, Any], task_id: str) -> list[dict[str, Any]
 def plan(cluster_name: str, max_groups: int = 16, **context: Any) -> list[dict[str, Any]]:
     """Check the parameters and the window, pick the namespaces, shard them into at most ``max_groups``."""
     params, rt = _params(cluster_name, context)
-    rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=_public(params), outcome="done")
-    closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(_now())
-    if closed:
-        if rt.scheduled:
-            skip(closed + "; nothing done")
-        fail(closed + "; set ignore_window to run anyway, or run with dry_run")
+    begin_run(rt, params)
     namespaces, _ = rt.kube.list(NAMESPACES)
     try:
         selection = select_namespaces(namespaces, params, rt.cluster.protected_namespaces)
@@ -107,24 +84,10 @@ def plan(cluster_name: str, max_groups: int = 16, **context: Any) -> list[dict[s
     return [{"index": i, "namespaces": names} for i, names in enumerate(groups)]
 
 
-def _public(params: CronJobRefreshParams) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(params)
-
-
 # ------------------------------------------------------------------------------------------ preflight
 def preflight(cluster_name: str, **context: Any) -> str:
     params, rt = _params(cluster_name, context)
-    if params.dry_run:
-        rt.audit.record("lock", LOCK_TARGET, after=rt.holder)
-        return "dry run: no lock taken"
-    try:
-        outcome = ClusterLock(rt.kube, rt.holder).acquire()
-    except ClusterBusy as exc:
-        fail(str(exc))
-    rt.audit.record("lock", LOCK_TARGET, before=None, after=rt.holder, outcome=outcome)
-    return outcome
+    return take_lock(rt, params.dry_run)
 
 
 # ---------------------------------------------------------------------------------------------- judge
@@ -196,7 +159,7 @@ def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: A
     todo = [(v, job) for v in verdicts for job in v.jobs_to_delete]
     if not todo:
         skip(f"no stale active Job in {', '.join(judged.get('namespaces') or ())}")
-    _renew_lock(rt)
+    renew_lock(rt)
     result: dict[str, Any] = {"index": judged.get("index"), "deleted": [], "already_gone": [], "changed": [], "at": _now().isoformat()}
     for verdict, job in todo:
         entry = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "cronjob": verdict.name, "cronjob_uid": verdict.uid}
@@ -276,7 +239,7 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
     still_running = {entry["cronjob_uid"]: f"{entry['namespace']}/{entry['name']}" for entry in deletion.get("changed") or ()}
     if not replaced:
         skip("no stale Job was deleted: no fresh Job to start")
-    _renew_lock(rt)
+    renew_lock(rt)
     result: dict[str, Any] = {"index": judged.get("index"), "created": [], "existing": [], "not_created": []}
     for cronjob_uid, jobs in sorted(replaced.items()):
         verdict = verdicts[cronjob_uid]
@@ -327,11 +290,7 @@ def release(cluster_name: str, **context: Any) -> dict[str, Any]:
     # only ever drops a lock this very run holds, so it is always safe to try.
     dry_run = (context.get("params") or {}).get("dry_run") is not False
     rt = runtime_for(cluster_name, context, dry_run)
-    released = False
-    if not dry_run:
-        released = ClusterLock(rt.kube, rt.holder).release()
-        if released:
-            rt.audit.record("unlock", LOCK_TARGET, before=rt.holder, after=None)
+    released = drop_lock(rt, dry_run)
     verdicts = [CronJobVerdict.from_xcom(v) for group in _all_mapped(context, JUDGE_TASK) for v in group.get("verdicts") or ()]
     deletions = _all_mapped(context, DELETE_TASK)
     creations = _all_mapped(context, CREATE_TASK)

@@ -13,6 +13,8 @@ from typing import Any
 from .k8s import LEASES, KubeApiError, KubeClient
 
 LOCK_NAME = "kube-maintenance-lock"
+LOCK_NAMESPACE = "default"
+LOCK_TARGET = f"lease/{LOCK_NAMESPACE}/{LOCK_NAME}"  # as audit lines name it
 
 
 class ClusterBusy(RuntimeError):
@@ -41,7 +43,7 @@ def lease_expired(lease: dict[str, Any], now: dt.datetime) -> bool:
 class ClusterLock:
     client: KubeClient
     holder: str  # "<dag_id>/<run_id>": a re-run of the same run finds its own lock
-    namespace: str = "default"
+    namespace: str = LOCK_NAMESPACE
     duration_seconds: int = 6 * 3600
 
     def _spec(self, now: dt.datetime, acquire: str | None = None) -> dict[str, Any]:
@@ -93,11 +95,22 @@ class ClusterLock:
         # PUT with the resourceVersion we read: if someone else wrote it meanwhile, we get 409.
         self.client.request("PUT", LEASES.path(self.namespace, LOCK_NAME), body=updated)
 
-    def renew(self) -> None:
+    def _ours_or_busy(self) -> dict[str, Any]:
         lease = self.current()
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.holder:
             raise ClusterBusy(f"lost the maintenance lock on {self.client.cluster}: now {lease and lease['spec'].get('holderIdentity')}")
-        self._write(lease, self._spec(dt.datetime.now(dt.timezone.utc), lease["spec"].get("acquireTime")))
+        return lease
+
+    def renew(self) -> None:
+        lease = self._ours_or_busy()
+        try:
+            self._write(lease, self._spec(dt.datetime.now(dt.timezone.utc), lease["spec"].get("acquireTime")))
+        except KubeApiError as err:
+            if err.status != 409:
+                raise
+            # Mapped tasks of one run renew in parallel: a conflict with ourselves is fine, as long
+            # as the lock is still ours.
+            self._ours_or_busy()
 
     def release(self) -> bool:
         """Drop the lock if we hold it; True if something was released."""

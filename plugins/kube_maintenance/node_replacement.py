@@ -18,10 +18,9 @@ from typing import Any, Mapping
 from . import drain as drain_rules
 from .health import preflight_report, validation_report
 from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH
-from .lock import ClusterLock
 from .node_ops import drain_pass
 from .node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, instance_of, plan_replacement, surge_problems
-from .runtime import TaskRuntime, fail, runtime_for, skip
+from .runtime import TaskRuntime, begin_run, drop_lock, fail, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.node_replacement")
 
@@ -54,13 +53,8 @@ def _plan_from(context: Mapping[str, Any]) -> Plan:
 # ----------------------------------------------------------------------------------------------- plan
 def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, Any]:
     params, rt = _params(cluster_name, context, max_batches)
-    rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=_public(params), outcome="done")
+    begin_run(rt, params)
     now = _now()
-    closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(now)
-    if closed:
-        if rt.scheduled:
-            skip(closed + "; nothing done")
-        fail(closed + "; set ignore_window to run anyway, or run with dry_run")
     nodes, _ = rt.kube.list(NODES)
     try:
         the_plan = plan_replacement(nodes, params, now, max_batches)
@@ -109,12 +103,6 @@ def _ready(node: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in node.get("status", {}).get("conditions") or ())
 
 
-def _public(params: NodeReplacementParams) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(params)
-
-
 # ------------------------------------------------------------------------------------------ preflight
 def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
     params, rt = _params(cluster_name, context, max_batches)
@@ -138,11 +126,9 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
             refusals.append(message)
     if refusals:
         fail("\n".join(refusals))
+    outcome = take_lock(rt, params.dry_run)
     if params.dry_run:
-        rt.audit.record("lock", f"lease/{rt.cluster.name}", after=rt.holder)
         skip("dry run: plan logged, nothing changed")
-    outcome = ClusterLock(rt.kube, rt.holder).acquire()
-    rt.audit.record("lock", "lease/default/kube-maintenance-lock", before=None, after=rt.holder, outcome=outcome)
     return outcome
 
 
@@ -160,7 +146,7 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         skip("dry run")
     batch = _batch(context, index)
     now = _now()
-    ClusterLock(rt.kube, rt.holder).renew()
+    renew_lock(rt)
     cordoned = []
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
@@ -399,11 +385,7 @@ def release(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     # only ever drops a lock this very run holds, so it is always safe to try.
     dry_run = (context.get("params") or {}).get("dry_run") is not False
     rt = runtime_for(cluster_name, context, dry_run)
-    released = False
-    if not dry_run:
-        released = ClusterLock(rt.kube, rt.holder).release()
-        if released:
-            rt.audit.record("unlock", "lease/default/kube-maintenance-lock", before=rt.holder, after=None)
+    released = drop_lock(rt, dry_run)
     data = context["ti"].xcom_pull(task_ids="plan") or {}
     the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
     terminated: list[str] = []

@@ -12,8 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
@@ -93,8 +92,6 @@ class RolloutRestartParams:
         read.raise_if_problems()
         return params
 
-    def to_public(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------- namespaces

@@ -25,14 +25,12 @@ from typing import Any, Callable, Mapping
 from . import rollout as rules
 from .audit import AuditTrail
 from .k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
-from .lock import ClusterLock
 from .rollout import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
-from .runtime import TaskRuntime, fail, runtime_for, skip
+from .runtime import TaskRuntime, begin_run, drop_lock, fail, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.rollout_restart")
 
 KIND_REFS: dict[str, ResourceRef] = {rules.DEPLOYMENT: DEPLOYMENTS, rules.DAEMONSET: DAEMONSETS, rules.STATEFULSET: STATEFULSETS}
-LOCK_TARGET = "lease/default/kube-maintenance-lock"
 
 
 def _now() -> dt.datetime:
@@ -129,12 +127,7 @@ def plan(cluster_name: str, max_parallel_tasks: int = 8, **context: Any) -> list
     """Validate, choose namespaces and workloads, log the plan; return the shards to map over
     (the plan itself goes to the XCom key "plan")."""
     params, rt = _params(cluster_name, context)
-    rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=params.to_public(), outcome="done")
-    closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(_now())
-    if closed:
-        if rt.scheduled:
-            skip(closed + "; nothing done")
-        fail(closed + "; set ignore_window to run anyway, or run with dry_run")
+    begin_run(rt, params)
     since = run_started(context)
     try:
         the_plan = make_plan(rt.kube, params, rt.cluster.protected_namespaces, since, min(max_parallel_tasks, _max_map_length()))
@@ -179,11 +172,9 @@ def preflight(cluster_name: str, **context: Any) -> str:
     assert the_plan is not None
     if not (the_plan["restart"] or the_plan["rolling"] or the_plan["failed"]):
         skip(f"nothing to restart in {', '.join(the_plan['namespaces']) or 'no namespace'}")
+    outcome = take_lock(rt, params.dry_run)
     if params.dry_run:
-        rt.audit.record("lock", LOCK_TARGET, after=rt.holder)
         skip("dry run: plan logged, nothing changed")
-    outcome = ClusterLock(rt.kube, rt.holder).acquire()
-    rt.audit.record("lock", LOCK_TARGET, before=None, after=rt.holder, outcome=outcome)
     return outcome
 
 
@@ -351,7 +342,7 @@ def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: flo
     if params.dry_run:
         skip("dry run")
     the_shard = Shard.from_xcom(shard)
-    ClusterLock(rt.kube, rt.holder).renew()
+    renew_lock(rt)
 
     def may_start() -> str | None:
         if params.ignore_window:
@@ -393,11 +384,7 @@ def release(cluster_name: str, **context: Any) -> dict[str, Any]:
         params = None
     dry_run = params.dry_run if params else raw.get("dry_run") is not False
     rt = runtime_for(cluster_name, context, dry_run)
-    released = False
-    if not dry_run:
-        released = ClusterLock(rt.kube, rt.holder).release()
-        if released:
-            rt.audit.record("unlock", LOCK_TARGET, before=rt.holder, after=None)
+    released = drop_lock(rt, dry_run)
     the_plan = _plan_from(context)
     if not the_plan or params is None:
         summary: dict[str, Any] = {"restarted": [], "skipped": {}, "failed": {}, "not_completed": {}, "note": "nothing planned"}

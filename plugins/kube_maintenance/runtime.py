@@ -63,6 +63,65 @@ def fail(message: str) -> None:
     raise AirflowFailException(message)
 
 
+def begin_run(rt: TaskRuntime, params: Any) -> None:
+    """The first step of every run: log its parameters, then start only inside the window.
+
+    Outside it a scheduled run is skipped (nothing done); a manual one fails, saying how to
+    override. A dry run changes nothing, so it may run at any time.
+    """
+    from dataclasses import asdict
+
+    rt.audit.record("parameters", f"cluster/{rt.cluster.name}", after=asdict(params), outcome="done")
+    closed = None if params.dry_run or params.ignore_window else rt.cluster.window.why_not(_utcnow())
+    if closed:
+        if rt.scheduled:
+            skip(closed + "; nothing done")
+        fail(closed + "; set ignore_window to run anyway, or run with dry_run")
+
+
+def take_lock(rt: TaskRuntime, dry_run: bool) -> str:
+    """Take the cluster's maintenance lock for this run (a dry run only logs that it would)."""
+    from .lock import LOCK_TARGET, ClusterBusy, ClusterLock
+
+    if dry_run:
+        rt.audit.record("lock", LOCK_TARGET, after=rt.holder)
+        return "dry run: no lock taken"
+    try:
+        outcome = ClusterLock(rt.kube, rt.holder).acquire()
+    except ClusterBusy as exc:
+        fail(str(exc))
+    rt.audit.record("lock", LOCK_TARGET, before=None, after=rt.holder, outcome=outcome)
+    return outcome
+
+
+def renew_lock(rt: TaskRuntime) -> None:
+    """Renew the run's lock before more writes; fail at once if the lock is no longer ours."""
+    from .lock import ClusterBusy, ClusterLock
+
+    try:
+        ClusterLock(rt.kube, rt.holder).renew()
+    except ClusterBusy as exc:
+        fail(str(exc))
+
+
+def drop_lock(rt: TaskRuntime, dry_run: bool) -> bool:
+    """Release the lock if this run holds it; safe after any failure, bad input included."""
+    from .lock import LOCK_TARGET, ClusterLock
+
+    if dry_run:
+        return False
+    released = ClusterLock(rt.kube, rt.holder).release()
+    if released:
+        rt.audit.record("unlock", LOCK_TARGET, before=rt.holder, after=None)
+    return released
+
+
+def _utcnow() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
+
+
 def runtime_for(cluster_name: str, context: Mapping[str, Any], dry_run: bool) -> TaskRuntime:
     cluster = load_registry().cluster(cluster_name)
     return TaskRuntime(cluster=cluster, audit=AuditTrail.from_context(context, cluster.name, dry_run), context=context)

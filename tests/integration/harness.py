@@ -6,13 +6,13 @@ import logging
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from sandbox.__main__ import airflow_connections
 from sandbox.config import SandboxConfig
-from sandbox.scenario import World, start_world
+from sandbox.scenario import World
 
 REPO = Path(__file__).resolve().parents[2]
 

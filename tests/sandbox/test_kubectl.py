@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
-import time
 
 import pytest
 

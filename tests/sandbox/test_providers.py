@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.__main__ import airflow_connections
 from sandbox.aws import MotoServer, NodeGroup, provision_node_groups
 from sandbox.cluster import SandboxCluster
 from sandbox.resources import PODS
