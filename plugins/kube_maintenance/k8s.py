@@ -131,11 +131,13 @@ class KubeClient:
         content_type: str | None = None,
         timeout: float | None = 30,
         retry_conflicts: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> Obj:
         """One API call with transient failures retried; the decoded JSON answer."""
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
+        policy = retry or self.retry
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         attempt = 0
         while True:
@@ -147,16 +149,16 @@ class KubeClient:
                 status = int(exc.status or 0)
                 retry_after = (exc.headers or {}).get("Retry-After") if exc.headers else None
                 transient = status in RETRYABLE_STATUS or (retry_conflicts and status == 409)
-                if transient and attempt + 1 < self.retry.attempts:
-                    delay = self.retry.delay(attempt, retry_after)
+                if transient and attempt + 1 < policy.attempts:
+                    delay = policy.delay(attempt, retry_after)
                     log.info("%s %s: %s, retrying in %.1fs", method, path, status, delay)
                     time.sleep(delay)
                     attempt += 1
                     continue
                 raise self._error(exc) from None
             except (Urllib3Error, ConnectionError, OSError) as exc:
-                if attempt + 1 < self.retry.attempts:
-                    delay = self.retry.delay(attempt, None)
+                if attempt + 1 < policy.attempts:
+                    delay = policy.delay(attempt, None)
                     log.info("%s %s: %s, retrying in %.1fs", method, path, exc, delay)
                     time.sleep(delay)
                     attempt += 1
@@ -246,16 +248,9 @@ class KubeClient:
         if grace_period is not None:
             delete_options["gracePeriodSeconds"] = grace_period
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": m["name"], "namespace": m["namespace"]}, "deleteOptions": delete_options}
-        # One attempt: 429 (a PDB says no) is the caller's decision to retry, not ours.
-        return self._request_once("POST", PODS.path(m["namespace"], m["name"], "eviction"), body)
-
-    def _request_once(self, method: str, path: str, body: Any) -> Obj:
-        saved = self.retry
-        self.retry = RetryPolicy(attempts=1)
-        try:
-            return self.request(method, path, body=body)
-        finally:
-            self.retry = saved
+        # One attempt: 429 (a PDB says no) is the caller's decision to retry, not ours. (A policy
+        # per call, not a swap of the client's own: evictions run in parallel threads.)
+        return self.request("POST", PODS.path(m["namespace"], m["name"], "eviction"), body=body, retry=RetryPolicy(attempts=1))
 
     # --------------------------------------------------------------------------------------- waits
     def watch_events(self, ref: ResourceRef, namespace: str | None, resource_version: str, label_selector: str | None = None, field_selector: str | None = None, timeout_seconds: int = 60) -> Iterator[Obj]:

@@ -13,13 +13,24 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Mapping
 
 from . import drain as drain_rules
 from .health import preflight_report, validation_report
 from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH
 from .node_ops import drain_pass
-from .node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, instance_of, plan_replacement, surge_problems
+from .node_plan import (
+    CORDONED_BY_ANNOTATION,
+    NodeReplacementParams,
+    ParamError,
+    Plan,
+    PlannedNode,
+    instance_of,
+    is_node_ready,
+    plan_replacement,
+    surge_problems,
+)
 from .runtime import TaskRuntime, begin_run, drop_lock, fail, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.node_replacement")
@@ -34,7 +45,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _params(cluster_name: str, context: Mapping[str, Any], max_batches: int) -> tuple[NodeReplacementParams, TaskRuntime]:
+def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[NodeReplacementParams, TaskRuntime]:
     raw = dict(context.get("params") or {})
     try:
         params = NodeReplacementParams.from_mapping(raw)
@@ -52,7 +63,7 @@ def _plan_from(context: Mapping[str, Any]) -> Plan:
 
 # ----------------------------------------------------------------------------------------------- plan
 def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, Any]:
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     begin_run(rt, params)
     now = _now()
     nodes, _ = rt.kube.list(NODES)
@@ -65,10 +76,10 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
     not_in_group = [f"{n.name} ({n.instance_id})" for n in the_plan.nodes if states[n.instance_id].asg is None or states[n.instance_id].gone]
     if not_in_group:
         fail("cannot replace nodes whose instance is not running in an Auto Scaling group: " + ", ".join(not_in_group))
-    the_plan.batches = [[_with_asg(n, states[n.instance_id].asg) for n in batch] for batch in the_plan.batches]
+    the_plan.batches = [[replace(n, asg=states[n.instance_id].asg) for n in batch] for batch in the_plan.batches]
     groups = sorted({n.asg for n in the_plan.nodes if n.asg})
     described = rt.cloud.groups(groups)
-    ready_instances = {instance_of(n)[1] for n in nodes if instance_of(n) and _ready(n)}  # type: ignore[index]
+    ready_instances = _ready_instances(nodes)
     the_plan.ready_by_group_before = {
         g: sum(1 for i in described.get(g, {}).get("Instances", []) if i["InstanceId"] in ready_instances) for g in groups
     }
@@ -95,17 +106,14 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
     return {"plan": the_plan.to_xcom(), "dry_run": params.dry_run}
 
 
-def _with_asg(node: PlannedNode, asg: str | None) -> PlannedNode:
-    return PlannedNode(node.name, node.instance_id, node.zone, node.created, node.cordoned_before_run, asg)
-
-
-def _ready(node: Mapping[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in node.get("status", {}).get("conditions") or ())
+def _ready_instances(nodes: list[Mapping[str, Any]]) -> set[str]:
+    """EC2 instance ids of the Ready nodes."""
+    return {ids[1] for n in nodes if is_node_ready(n) and (ids := instance_of(n))}
 
 
 # ------------------------------------------------------------------------------------------ preflight
 def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
     if not the_plan.nodes:
         skip("nothing to replace")
@@ -141,7 +149,7 @@ def _batch(context: Mapping[str, Any], index: int) -> list[PlannedNode]:
 
 
 def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run")
     batch = _batch(context, index)
@@ -154,9 +162,11 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
             rt.audit.record("cordon", f"node/{planned.name}", before="missing", after="missing", outcome="skipped")
             continue
         annotations = node["metadata"].get("annotations") or {}
-        if node.get("spec", {}).get("unschedulable") and CORDONED_BY_ANNOTATION in annotations:
-            cordoned.append(planned.name)  # ours, from an earlier try: keep its drain deadline
+        if node.get("spec", {}).get("unschedulable") and annotations.get(CORDONED_BY_ANNOTATION) == rt.holder:
+            cordoned.append(planned.name)  # this run's, from an earlier try: keep its drain deadline
             continue
+        # Otherwise (schedulable, cordoned by hand, or left cordoned by another run that failed to
+        # roll back) it becomes this run's: a fresh deadline, and this run's rollback undoes it.
         was = "unschedulable" if node.get("spec", {}).get("unschedulable") else "schedulable"
         patch = {
             "metadata": {"annotations": {CORDONED_BY_ANNOTATION: rt.holder, CORDONED_AT_ANNOTATION: now.isoformat()}},
@@ -174,7 +184,7 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
     Returns True at once when replacing in place. Desired capacity is set to an absolute value
     (what the plan saw plus this batch's count), so a retry never adds capacity twice.
     """
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run")
     the_plan = _plan_from(context)
@@ -191,7 +201,7 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
     extra = the_plan.surge_by_group(index)
     described = rt.cloud.groups(sorted(extra))
     nodes, _ = rt.kube.list(NODES)
-    ready_instances = {instance_of(n)[1] for n in nodes if instance_of(n) and _ready(n)}  # type: ignore[index]
+    ready_instances = _ready_instances(nodes)
     replaced_before = {n.instance_id for b in the_plan.batches[:index] for n in b}
     waiting = {}
     for group, count in extra.items():
@@ -224,7 +234,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     The deadline counts from the cordon (an annotation on the node), so reschedules and retries
     do not extend it.
     """
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
     opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
     all_done = True
@@ -298,15 +308,17 @@ def rollback(cluster_name: str, index: int, max_batches: int = 10, **context: An
 
 
 def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> dict[str, Any]:
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
     states = rt.cloud.instance_states([n.instance_id for n in batch])
-    terminated = []
+    terminated, already_gone = [], []
     for planned in batch:
         state = states[planned.instance_id]
         target = f"instance/{planned.instance_id}"
         if state.gone:
+            # e.g. a retry after the call went through but before this task could record it
             rt.audit.record("terminate", target, before=state.state, after=state.state, outcome="skipped", node=planned.name, why="already terminated")
+            already_gone.append(planned.instance_id)
             continue
         node = rt.kube.get_or_none(NODES, planned.name)
         if node is not None and (instance_of(node) or ("", ""))[1] != planned.instance_id:
@@ -327,18 +339,18 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             activity=activity.get("ActivityId"),
         )
         terminated.append(planned.instance_id)
-    return {"terminated": terminated, "at": _now().isoformat()}
+    return {"terminated": terminated, "already_gone": already_gone, "at": _now().isoformat()}
 
 
 def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
     """True once each affected group has as many Ready nodes as before, not counting replaced ones."""
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
     batch = _batch(context, index)
     replaced = {n.instance_id for b in the_plan.batches[: index + 1] for n in b}
     groups = sorted({n.asg for n in batch if n.asg})
     nodes, _ = rt.kube.list(NODES)
-    ready_instances = {instance_of(n)[1] for n in nodes if instance_of(n) and _ready(n)}  # type: ignore[index]
+    ready_instances = _ready_instances(nodes)
     group_instances = rt.cloud.group_instances(groups)
     terminated = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
     started = dt.datetime.fromisoformat(terminated["at"]) if terminated.get("at") else _now()
@@ -362,7 +374,7 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
 
 def validate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
     """Healthy twice, some seconds apart (as kops validates), before the next batch starts."""
-    params, rt = _params(cluster_name, context, max_batches)
+    params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
     replaced = {n.name for b in the_plan.batches[: index + 1] for n in b}
     for attempt in range(2):
@@ -391,7 +403,7 @@ def release(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     terminated: list[str] = []
     for index in range(len(the_plan.batches)):
         result = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
-        terminated += result.get("terminated", [])
+        terminated += result.get("terminated", []) + result.get("already_gone", [])
     replaced = [n.name for n in the_plan.nodes if n.instance_id in set(terminated)]
     summary = {
         "planned": [n.name for n in the_plan.nodes],

@@ -289,3 +289,20 @@ def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner:
     assert not any(k.startswith("kube-maintenance.io/") for k in node["metadata"].get("annotations") or {})
     uncordon = [l for l in result.audit if l["action"] == "uncordon"]
     assert len(uncordon) == 1 and uncordon[0]["after"].startswith("unschedulable (cordoned by hand")
+
+
+def test_a_cordon_left_by_an_earlier_run_is_taken_over_and_rolled_back(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    pdb = next(p for p in store.iter(PDBS))
+    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
+    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+    # An earlier run died after cordoning, and its rollback never ran.
+    left = {"kube-maintenance.io/cordoned-by": "node_replacement__staging/manual__dead", "kube-maintenance.io/cordoned-at": "2026-01-01T00:00:00+00:00"}
+    store.mutate(NODES, None, victim, lambda n: (n["spec"].update(unschedulable=True), n["metadata"].setdefault("annotations", {}).update(left)))
+    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
+    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks()
+    node = store.get(NODES, None, victim)
+    assert not node["spec"].get("unschedulable"), "this run took the cordon over, so its rollback undid it"
+    assert [l["target"] for l in result.audit if l["action"] == "uncordon"] == [f"node/{victim}"]
