@@ -6,42 +6,63 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cronjob_refresh import namespace_groups_setting
+from .cronjob_refresh import CronJobRefreshParams, namespace_groups_setting
 from .dag_factory import finish_run, operation_dag
+from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_TARGET, FormField, optional_names, optional_selector
 from .registry import ClusterConfig
+from .runtime import MAP_LABEL_TEMPLATE
 
 OPERATION = "cronjob_refresh"
 
+FIELDS: tuple[FormField, ...] = (
+    DRY_RUN,
+    IGNORE_WINDOW,
+    optional_selector(
+        "namespace_selector",
+        "Namespace selector",
+        "Refresh CronJobs in the namespaces with these labels (empty: every namespace; protected namespaces never).",
+        "app.kubernetes.io/managed-by=Helm",
+    ),
+    optional_names("namespaces", "Namespaces", "Refresh CronJobs in these namespaces by name (instead of the selector)."),
+    optional_selector("cronjob_selector", "CronJob selector", "Refresh only CronJobs with these labels (empty: all).", "tier=batch"),
+    FormField("min_job_age_minutes", "Minimum Job age (minutes)", "A Job on an old image counts as stale only when older than this.", {"type": "number", "minimum": 0}, SECTION_TARGET),
+    FormField(
+        "create_fresh_job",
+        "Start a fresh Job",
+        "Start a fresh Job from each refreshed CronJob at once (as kubectl create job --from=cronjob/<name>); off: the CronJob starts its next Job on schedule.",
+        {"type": "boolean"},
+        SECTION_PACE,
+    ),
+    FormField("pods_gone_timeout_seconds", "Pods gone timeout (s)", "Fail if the pods of deleted Jobs are not gone within this long.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
+)
+
+DRY_RUN_SHOWS = (
+    "Each `refresh.judge` task (one per group of namespaces) logs, for every CronJob, the active Jobs still running "
+    "an image the CronJob no longer uses, with the old and new images, as audit lines with outcome `planned`; "
+    "suspended CronJobs are reported and left alone. The `cleanup` task's summary lists what would be deleted. "
+    "Nothing is locked, deleted or created."
+)
+
+_DOCS = {
+    "plan": "Reads the form, checks the maintenance window, chooses the namespaces and splits them into groups. Changes nothing.",
+    "preflight": "Takes the cluster's maintenance lock (a dry run only logs that it would).",
+    "judge": "For each CronJob of the group's namespaces: which active Jobs run an image the CronJob no longer uses (any container or init container, by name). Changes nothing.",
+    "delete_stale_jobs": "Deletes the stale Jobs with their pods (propagation Background, UID precondition).",
+    "wait_for_pods_gone": "Waits until the pods of the deleted Jobs are gone.",
+    "create_fresh_jobs": "When asked to, starts a fresh Job from each refreshed CronJob, as kubectl create job --from does.",
+}
+
 
 def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
-    from airflow.sdk import Param, chain, task, task_group
+    from airflow.sdk import chain, task, task_group
 
     from . import cronjob_refresh_tasks as op
 
     settings = cluster.operation(OPERATION)
     max_groups = namespace_groups_setting(settings, cluster.name)
     poke = float(settings.get("poke_interval_seconds", 15))
-    default = {
-        "namespace_selector": "",
-        "namespaces": [],
-        "cronjob_selector": "",
-        "create_fresh_job": False,
-        "min_job_age_minutes": 0,
-        "pods_gone_timeout_seconds": 600,
-        "ignore_window": False,
-        "dry_run": True,
-    }
-    default.update(settings.get("defaults") or {})
-    params = {
-        "namespace_selector": Param(default["namespace_selector"], type="string", description="Label selector of namespaces, e.g. app.kubernetes.io/managed-by=Helm (empty: every namespace). Protected namespaces are never touched."),
-        "namespaces": Param(default["namespaces"], type="array", items={"type": "string"}, description="Explicit namespace names (instead of the selector)."),
-        "cronjob_selector": Param(default["cronjob_selector"], type="string", description="Label selector of CronJobs to refresh (empty: all)."),
-        "create_fresh_job": Param(default["create_fresh_job"], type="boolean", description="Start a fresh Job from each refreshed CronJob at once (as kubectl create job --from=cronjob/<name>)."),
-        "min_job_age_minutes": Param(default["min_job_age_minutes"], type="number", minimum=0, description="A Job on an old image counts as stale only when older than this."),
-        "pods_gone_timeout_seconds": Param(default["pods_gone_timeout_seconds"], type="integer", minimum=1, maximum=86400, description="Fail if the pods of deleted Jobs are not gone within this long."),
-        "ignore_window": Param(default["ignore_window"], type="boolean", description="Run outside the maintenance window (manual runs)."),
-        "dry_run": Param(default["dry_run"], type="boolean", description="Plan and log only; change nothing."),
-    }
+    base = {f.name: getattr(CronJobRefreshParams, f.name, None) for f in FIELDS}
+    base.update(namespace_selector=None, namespaces=None, cronjob_selector=None)
     with operation_dag(
         cluster,
         OPERATION,
@@ -51,24 +72,31 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
         "(propagation Background, UID and resourceVersion preconditions), and optionally starts a fresh Job "
         "from each refreshed CronJob at once, as `kubectl create job --from=cronjob/<name>` does. Suspended "
         f"CronJobs are reported and left alone. Namespaces are worked on in at most {max_groups} parallel groups.",
-        params,
+        FIELDS,
+        base,
+        DRY_RUN_SHOWS,
     ) as dag:
         kwargs = {"cluster_name": cluster.name}
-        plan = task(task_id="plan")(op.plan)(max_groups=max_groups, **kwargs)
-        preflight = task(task_id="preflight")(op.preflight)(**kwargs)
+        plan = task(task_id="plan", doc_md=_DOCS["plan"])(op.plan)(max_groups=max_groups, **kwargs)
+        preflight = task(task_id="preflight", doc_md=_DOCS["preflight"])(op.preflight)(**kwargs)
         group_tasks: list[Any] = []
+
+        def step(task_id: str) -> Any:
+            return task(task_id=task_id, map_index_template=MAP_LABEL_TEMPLATE, doc_md=_DOCS[task_id])
 
         @task_group(group_id="refresh", tooltip="One group of namespaces: judge, delete stale Jobs, wait for their pods, start fresh Jobs")
         def refresh(group: dict[str, Any]) -> None:
-            judged = task(task_id="judge")(op.judge)(group=group, **kwargs)
-            deleted = task(task_id="delete_stale_jobs")(op.delete_stale_jobs)(judged=judged, **kwargs)
-            gone = task.sensor(task_id="wait_for_pods_gone", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.wait_for_pods_gone)(deletion=deleted, **kwargs)
-            created = task(task_id="create_fresh_jobs")(op.create_fresh_jobs)(judged=judged, deletion=deleted, **kwargs)
+            judged = step("judge")(op.judge)(group=group, **kwargs)
+            deleted = step("delete_stale_jobs")(op.delete_stale_jobs)(judged=judged, **kwargs)
+            gone = task.sensor(
+                task_id="wait_for_pods_gone", poke_interval=poke, timeout=48 * 3600, mode="reschedule", map_index_template=MAP_LABEL_TEMPLATE, doc_md=_DOCS["wait_for_pods_gone"]
+            )(op.wait_for_pods_gone)(deletion=deleted, **kwargs)
+            created = step("create_fresh_jobs")(op.create_fresh_jobs)(judged=judged, deletion=deleted, **kwargs)
             chain(gone, created)
             group_tasks.extend(t.operator for t in (judged, deleted, gone, created))
 
         # One mapped instance of the group per shard of namespaces (at most max_groups of them).
         groups = refresh.expand(group=plan)
         chain(plan, preflight, groups)
-        finish_run([plan, preflight, *group_tasks], op.release, **kwargs)
+        finish_run([plan, preflight, *group_tasks], op.cleanup, **kwargs)
     return dag

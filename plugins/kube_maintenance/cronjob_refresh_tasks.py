@@ -32,7 +32,9 @@ from .cronjob_refresh import (
 )
 from .k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError, WaitTimeout
 from .params import ParamError
-from .runtime import TaskRuntime, begin_run, drop_lock, fail, renew_lock, runtime_for, skip, take_lock
+from .forms import run_conf
+from .registry import load_registry
+from .runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.cronjob_refresh")
 
@@ -47,9 +49,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _raw_params(cluster_name: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    return run_conf(context, load_registry().cluster(cluster_name).operation("cronjob_refresh").get("defaults"))
+
+
 def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[CronJobRefreshParams, TaskRuntime]:
     try:
-        params = CronJobRefreshParams.from_mapping(dict(context.get("params") or {}))
+        params = CronJobRefreshParams.from_mapping(_raw_params(cluster_name, context))
     except ParamError as exc:
         fail(str(exc))
     return params, runtime_for(cluster_name, context, params.dry_run)
@@ -93,6 +99,7 @@ def preflight(cluster_name: str, **context: Any) -> str:
 # ---------------------------------------------------------------------------------------------- judge
 def judge(cluster_name: str, group: Mapping[str, Any], **context: Any) -> dict[str, Any]:
     """Judge every CronJob of the group's namespaces: one list of CronJobs and one of Jobs each."""
+    label_map_index(group.get("namespaces"))
     params, rt = _params(cluster_name, context)
     now = _now()
     verdicts: list[CronJobVerdict] = []
@@ -152,6 +159,7 @@ def _merged_old_images(verdict: CronJobVerdict) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------- delete
 def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: Any) -> dict[str, Any]:
     """Delete the group's stale Jobs, each only if it is still exactly the Job that was judged."""
+    label_map_index(judged.get("namespaces"))
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run: nothing deleted")
@@ -160,7 +168,14 @@ def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: A
     if not todo:
         skip(f"no stale active Job in {', '.join(judged.get('namespaces') or ())}")
     renew_lock(rt)
-    result: dict[str, Any] = {"index": judged.get("index"), "deleted": [], "already_gone": [], "changed": [], "at": _now().isoformat()}
+    result: dict[str, Any] = {
+        "index": judged.get("index"),
+        "namespaces": list(judged.get("namespaces") or ()),
+        "deleted": [],
+        "already_gone": [],
+        "changed": [],
+        "at": _now().isoformat(),
+    }
     for verdict, job in todo:
         entry = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "cronjob": verdict.name, "cronjob_uid": verdict.uid}
         detail = {"cronjob": verdict.ref, "job": job.ref, "old_images": job.old_images, "new_images": job.new_images}
@@ -197,6 +212,7 @@ def _pods_of(objects: Mapping[Any, Mapping[str, Any]], job_uids: set[str]) -> li
 
 def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], **context: Any) -> bool:
     """One poke: True once no pod of the group's deleted Jobs is left (list+watch per namespace)."""
+    label_map_index(deletion.get("namespaces"))
     params, rt = _params(cluster_name, context)
     uids_by_namespace: dict[str, set[str]] = {}
     for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
@@ -226,6 +242,7 @@ def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], **context
 # --------------------------------------------------------------------------------------------- create
 def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Mapping[str, Any], **context: Any) -> dict[str, Any]:
     """For each CronJob whose stale Jobs are gone, start one fresh Job, as kubectl create job --from does."""
+    label_map_index(judged.get("namespaces"))
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run: nothing created")
@@ -285,10 +302,11 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
 
 
 # ----------------------------------------------------------------------------------------------- finish
-def release(cluster_name: str, **context: Any) -> dict[str, Any]:
-    # Runs whatever happened before (trigger rule all_done), even after bad parameters: release
-    # only ever drops a lock this very run holds, so it is always safe to try.
-    dry_run = (context.get("params") or {}).get("dry_run") is not False
+def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
+    """The run's teardown, whatever ended it (bad parameters, a failure, a run marked failed or
+    successful): release the lock if this run holds it, summarise, and fail the run if a step
+    failed. Deleted Jobs are not brought back: their CronJob starts the next one on schedule."""
+    dry_run = _raw_params(cluster_name, context).get("dry_run") is not False
     rt = runtime_for(cluster_name, context, dry_run)
     released = drop_lock(rt, dry_run)
     verdicts = [CronJobVerdict.from_xcom(v) for group in _all_mapped(context, JUDGE_TASK) for v in group.get("verdicts") or ()]
@@ -310,4 +328,5 @@ def release(cluster_name: str, **context: Any) -> dict[str, Any]:
         "lock_released": released,
     }
     rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
+    fail_if_steps_failed(context, f"lock released: {released}")
     return summary

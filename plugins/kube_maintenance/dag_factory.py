@@ -8,6 +8,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .forms import (
+    DRY_RUN,
+    IGNORE_WINDOW,
+    SECTION_PACE,
+    SECTION_SAFETY,
+    SECTION_TARGET,
+    FormField,
+    build_params,
+    form_defaults,
+    optional_names,
+    optional_selector,
+    params_doc,
+)
+from .node_plan import NodeReplacementParams
 from .registry import ClusterConfig
 
 OPERATION_TAG = "kube-maintenance"
@@ -22,23 +36,41 @@ def _schedule(cluster: ClusterConfig, operation: str) -> Any:
     return CronTriggerTimetable(cluster.window.cron, timezone=cluster.timezone)
 
 
-def _doc(cluster: ClusterConfig, title: str, body: str) -> str:
+def _doc(cluster: ClusterConfig, title: str, body: str, form: str, dry_run_shows: str) -> str:
     aws = f"`{cluster.aws_conn_id}` ({cluster.region})" if cluster.aws_conn_id else "none"
     return (
         f"# {title}: `{cluster.name}`\n\n{cluster.description}\n\n{body}\n\n"
         f"| | |\n|---|---|\n| Kubernetes connection | `{cluster.kubernetes_conn_id}` |\n"
         f"| AWS connection | {aws} |\n| Maintenance window | {cluster.window.describe()} |\n"
-        f"| Protected namespaces | {', '.join(cluster.protected_namespaces)} |\n\n"
-        "Every change is logged as a `KUBE_MAINTENANCE_AUDIT {json}` line in the task logs. "
-        "Trigger with **dry_run** first: it plans and logs everything and changes nothing."
+        f"| Protected namespaces | {', '.join(cluster.protected_namespaces)} |\n| Owner | {cluster.owner} |\n\n"
+        "## Trigger form\n\n"
+        "The form opens with **Dry run** on. Scheduled runs use the registry's defaults (last but one column).\n\n"
+        f"{form}\n\n"
+        f"## What a dry run shows\n\n{dry_run_shows}\n\n"
+        "## Audit and abort\n\n"
+        "Every change is logged as one `KUBE_MAINTENANCE_AUDIT {json}` line in the task logs "
+        "(outcome `planned` in a dry run); the first line holds the run's parameters, the last its summary. "
+        "The `cleanup` task is a teardown: whatever ends the run (a failure, *Mark as failed*, *Mark as success*, "
+        "a cleared task) it runs, undoes what the run left half done, releases the cluster lock and fails the "
+        "run if any step failed."
     )
 
 
-def operation_dag(cluster: ClusterConfig, operation: str, title: str, summary: str, params: dict[str, Any]) -> Any:
-    """The DAG every operation shares: one per cluster, its window's schedule, tags, docs, retries."""
+def operation_dag(
+    cluster: ClusterConfig,
+    operation: str,
+    title: str,
+    summary: str,
+    fields: tuple[FormField, ...],
+    base_defaults: dict[str, Any],
+    dry_run_shows: str,
+) -> Any:
+    """The DAG every operation shares: one per cluster, its window's schedule, the form, tags, docs, retries."""
     from airflow.sdk import DAG
 
     settings = cluster.operation(operation)
+    defaults = form_defaults(base_defaults, settings.get("defaults"))
+    scheduled = {**defaults, **(settings.get("defaults") or {})} if settings.get("scheduled") else None
     return DAG(
         dag_id=f"{operation}__{cluster.name}",
         description=f"{title} on {cluster.name}",
@@ -46,74 +78,87 @@ def operation_dag(cluster: ClusterConfig, operation: str, title: str, summary: s
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
         catchup=False,
         max_active_runs=1,
-        params=params,
+        params=build_params(fields, defaults),
         tags=[OPERATION_TAG, f"cluster:{cluster.name}", f"operation:{operation}"],
-        doc_md=_doc(cluster, title, summary),
-        default_args={"retries": int(settings.get("retries", 2)), "retry_delay": dt.timedelta(seconds=float(settings.get("retry_delay_seconds", 30)))},
+        doc_md=_doc(cluster, title, summary, params_doc(fields, defaults, scheduled), dry_run_shows),
+        default_args={
+            "owner": cluster.owner,
+            "retries": int(settings.get("retries", 2)),
+            "retry_delay": dt.timedelta(seconds=float(settings.get("retry_delay_seconds", 30))),
+        },
         render_template_as_native_obj=True,
     )
 
 
-def finish_run(work: list[Any], release: Any, **kwargs: Any) -> None:
-    """After every task of the run: release the cluster lock whatever happened (all_done), and a
-    watcher that fails the run when a step failed (release_lock, a leaf, succeeds even then)."""
-    from airflow.sdk import TriggerRule, task
+CLEANUP_DOC = (
+    "**Teardown.** Runs however the run ends: after the last step, after a failure, and also when the run "
+    "is marked failed or successful in the UI (Airflow skips every other unfinished task then, but not a "
+    "teardown). It undoes what this run left half done, releases the cluster's maintenance lock, writes "
+    "the summary audit line, and fails the run if any step failed, naming it."
+)
 
-    released = task(task_id="release_lock", trigger_rule=TriggerRule.ALL_DONE, retries=5)(release)(**kwargs)
-    work >> released
 
-    @task(task_id="fail_run_if_any_step_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
-    def watcher() -> None:
-        from airflow.sdk.exceptions import AirflowFailException
+def finish_run(work: list[Any], cleanup: Any, **kwargs: Any) -> Any:
+    """The run's teardown, downstream of every step: ``cleanup`` runs whatever ended the run.
 
-        raise AirflowFailException("a step failed; see the failed task's log for the reason")
+    It has no setup task, so it waits only for every step to be done (a run whose plan failed
+    still releases what it may hold). ``on_failure_fail_dagrun``: the run's state follows the
+    cleanup's, which fails when any step failed, so a run marked failed in the UI ends failed.
+    """
+    from airflow.sdk import task
 
-    work >> watcher()
+    done = task(task_id="cleanup", retries=5, doc_md=CLEANUP_DOC)(cleanup)(**kwargs)
+    work >> done
+    return done.as_teardown(on_failure_fail_dagrun=True)
+
+
+NODE_REPLACEMENT_FIELDS: tuple[FormField, ...] = (
+    DRY_RUN,
+    IGNORE_WINDOW,
+    optional_selector("node_selector", "Node selector", "Replace only nodes with these labels (empty: every node).", "role=worker"),
+    optional_names("node_names", "Node names", "Replace exactly these nodes (instead of the selector's choice)."),
+    optional_names("exclude_nodes", "Nodes to leave alone", "Never replace these nodes."),
+    FormField("min_node_age_hours", "Minimum node age (hours)", "Only nodes older than this many hours (0: any age).", {"type": "number", "minimum": 0}, SECTION_TARGET),
+    FormField("max_nodes", "Most nodes", "Most nodes this run replaces, oldest first.", {"type": "integer", "minimum": 1, "maximum": 1000}, SECTION_TARGET),
+    FormField("batch_size", "Batch size", "Most nodes out of service at once; batches run strictly one after another.", {"type": "integer", "minimum": 1, "maximum": 100}, SECTION_PACE),
+    FormField("surge", "Surge", "Launch each batch's replacements before draining it (the group grows by the batch, then shrinks back); off: replace in place.", {"type": "boolean"}, SECTION_PACE),
+    FormField("drain_timeout_seconds", "Drain timeout (s)", "Give up on a drain after this long: the run stops and the cleanup uncordons the batch.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
+    FormField("replacement_timeout_seconds", "Replacement timeout (s)", "Fail if a replacement node is not Ready within this long of the termination.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
+    FormField("validation_interval_seconds", "Validation interval (s)", "Seconds between the two cluster health checks after each batch.", {"type": "integer", "minimum": 0, "maximum": 600}, SECTION_PACE),
+    FormField("pod_grace_period_seconds", "Pod grace period (s)", "Override each evicted pod's termination grace period (empty: the pod's own).", {"type": ["null", "integer"], "minimum": 0, "maximum": 3600}, SECTION_SAFETY),
+    FormField("delete_emptydir_data", "Evict pods with emptyDir", "Evict pods with emptyDir volumes (their data is lost). Off: such pods stop the run before any cordon.", {"type": "boolean"}, SECTION_SAFETY),
+    FormField("force_unmanaged_pods", "Evict unmanaged pods", "Evict pods no controller will recreate. Off: such pods stop the run before any cordon.", {"type": "boolean"}, SECTION_SAFETY),
+)
+
+NODE_REPLACEMENT_DRY_RUN = (
+    "The `plan` task logs one `plan-replace` audit line per node it would replace (batch, instance, Auto "
+    "Scaling group, age) and says in its log why every other node is left alone; `preflight` checks the "
+    "cluster's health and that no pod would be lost by a drain, then the run stops: nothing is locked, "
+    "cordoned, drained or terminated."
+)
+
+_NODE_TASK_DOCS = {
+    "plan": "Reads the form, checks the maintenance window, picks the nodes (selector, names, age, oldest first) and splits them into batches; finds each node's EC2 instance and Auto Scaling group. Changes nothing.",
+    "preflight": "Checks the cluster is healthy enough to disrupt and that no pod of the plan's nodes would be lost by a drain (unmanaged, emptyDir), then takes the cluster's maintenance lock. A dry run ends here.",
+    "launch_surge": "First step of a batch: starts no batch the maintenance window cannot fit. With surge, raises each group's desired capacity by the batch and waits for the new nodes to be Ready.",
+    "cordon": "Marks the batch's nodes unschedulable, recording on each node which run cordoned it and whether it was cordoned before.",
+    "drain": "Evicts the batch's pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) and waits for them to go, up to the drain timeout.",
+    "terminate": "Terminates each drained node's EC2 instance in its Auto Scaling group (desired capacity kept, or lowered back after a surge). Refuses a node that still has pods a drain would evict, whatever the drain task's state.",
+    "wait_for_replacement": "Waits until each affected group has as many Ready nodes as before the run.",
+    "validate": "Checks the cluster is healthy twice, some seconds apart, before the next batch starts.",
+}
 
 
 def node_replacement_dag(cluster: ClusterConfig) -> Any:
-    from airflow.sdk import Param, TaskGroup, TriggerRule, chain, task
+    from airflow.sdk import TaskGroup, chain, task
 
     from . import node_replacement as op
 
     settings = cluster.operation("node_replacement")
     max_batches = int(settings.get("max_batches", 10))
     poke = float(settings.get("poke_interval_seconds", 15))
-    default = {
-        "node_selector": "",
-        "min_node_age_hours": 0,
-        "node_names": [],
-        "exclude_nodes": [],
-        "max_nodes": 10,
-        "batch_size": 1,
-        "surge": False,
-        "drain_timeout_seconds": 900,
-        "pod_grace_period_seconds": None,
-        "delete_emptydir_data": False,
-        "force_unmanaged_pods": False,
-        "replacement_timeout_seconds": 900,
-        "validation_interval_seconds": 10,
-        "ignore_window": False,
-        "dry_run": True,
-    }
-    default.update(settings.get("defaults") or {})
-    params = {
-        "node_selector": Param(default["node_selector"], type="string", description="Label selector of nodes to replace, e.g. role=worker (empty: all nodes)."),
-        "min_node_age_hours": Param(default["min_node_age_hours"], type="number", minimum=0, description="Only nodes older than this many hours."),
-        "node_names": Param(default["node_names"], type="array", items={"type": "string"}, description="Explicit node names (replaces the selector's choice)."),
-        "exclude_nodes": Param(default["exclude_nodes"], type="array", items={"type": "string"}, description="Never replace these nodes."),
-        "max_nodes": Param(default["max_nodes"], type="integer", minimum=1, maximum=1000, description="Most nodes replaced by this run (oldest first)."),
-        "batch_size": Param(default["batch_size"], type="integer", minimum=1, maximum=100, description="Most nodes out of service at once."),
-        "surge": Param(default["surge"], type="boolean", description="Launch each batch's replacements before draining it (the group grows by the batch size, then shrinks back); off: replace in place."),
-        "drain_timeout_seconds": Param(default["drain_timeout_seconds"], type="integer", minimum=1, description="Give up on a drain (and uncordon) after this long."),
-        "pod_grace_period_seconds": Param(default["pod_grace_period_seconds"], type=["null", "integer"], description="Override each pod's termination grace period (empty: the pod's own)."),
-        "delete_emptydir_data": Param(default["delete_emptydir_data"], type="boolean", description="Evict pods with emptyDir volumes (their data is lost)."),
-        "force_unmanaged_pods": Param(default["force_unmanaged_pods"], type="boolean", description="Evict pods no controller will recreate."),
-        "replacement_timeout_seconds": Param(default["replacement_timeout_seconds"], type="integer", minimum=1, description="Fail if a replacement node is not Ready within this long."),
-        "validation_interval_seconds": Param(default["validation_interval_seconds"], type="integer", minimum=0, description="Seconds between the two health validations after each batch."),
-        "ignore_window": Param(default["ignore_window"], type="boolean", description="Run outside the maintenance window (manual runs)."),
-        "dry_run": Param(default["dry_run"], type="boolean", description="Plan and log only; change nothing."),
-    }
+    base = {f.name: getattr(NodeReplacementParams, f.name) for f in NODE_REPLACEMENT_FIELDS}
+    base.update(node_selector=None, node_names=None, exclude_nodes=None)
     with operation_dag(
         cluster,
         "node_replacement",
@@ -121,30 +166,37 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
         "Picks nodes (selector, age, names), then batch by batch: cordon, drain through the Eviction API "
         "(PodDisruptionBudgets respected, DaemonSet and mirror pods skipped), terminate the EC2 instance in "
         "its Auto Scaling group without lowering desired capacity (or, with surge, after its replacement "
-        "joined), wait for the replacement to join Ready, validate twice. A failed drain uncordons the batch "
-        "and stops the rollout.",
-        params,
+        "joined), wait for the replacement to join Ready, validate twice. A failed step stops the rollout; "
+        "the cleanup then uncordons every node this run cordoned and did not terminate.",
+        NODE_REPLACEMENT_FIELDS,
+        base,
+        NODE_REPLACEMENT_DRY_RUN,
     ) as dag:
         kwargs = {"cluster_name": cluster.name, "max_batches": max_batches}
-        plan = task(task_id="plan")(op.plan)(**kwargs)
-        preflight = task(task_id="preflight")(op.preflight)(**kwargs)
+        docs = _NODE_TASK_DOCS
+        plan = task(task_id="plan", doc_md=docs["plan"])(op.plan)(**kwargs)
+        preflight = task(task_id="preflight", doc_md=docs["preflight"])(op.preflight)(**kwargs)
         chain(plan, preflight)
         previous: Any = preflight
         batch_tasks: list[Any] = []
+
+        def sensor(task_id: str, fn: Any, args: dict[str, Any]) -> Any:
+            return task.sensor(task_id=task_id, poke_interval=poke, timeout=48 * 3600, mode="reschedule", doc_md=docs[task_id])(fn)(**args)
+
         for i in range(max_batches):
             with TaskGroup(group_id=f"batch_{i + 1:02d}", tooltip=f"Batch {i + 1}: (surge), cordon, drain, terminate, wait, validate"):
                 args = {**kwargs, "index": i}
-                surge = task.sensor(task_id="launch_surge", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.launch_surge)(**args)
-                cordon = task(task_id="cordon")(op.cordon)(**args)
-                drain = task.sensor(task_id="drain", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.drain)(**args)
-                terminate = task(task_id="terminate")(op.terminate)(**args)
-                wait = task.sensor(task_id="wait_for_replacement", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.wait_for_replacement)(**args)
-                validate = task.sensor(task_id="validate", poke_interval=poke, timeout=48 * 3600, mode="reschedule")(op.validate)(**args)
-                rollback = task(task_id="rollback", trigger_rule=TriggerRule.ONE_FAILED, retries=5)(op.rollback)(**args)
-                chain(surge, cordon, drain, terminate, wait, validate)
-                [cordon, drain, terminate] >> rollback
-            previous >> surge
-            previous = validate
-            batch_tasks += [surge, cordon, drain, terminate, wait, validate, rollback]
-        finish_run([plan, preflight, *batch_tasks], op.release, **kwargs)
+                steps = [
+                    sensor("launch_surge", op.launch_surge, args),
+                    task(task_id="cordon", doc_md=docs["cordon"])(op.cordon)(**args),
+                    sensor("drain", op.drain, args),
+                    task(task_id="terminate", doc_md=docs["terminate"])(op.terminate)(**args),
+                    sensor("wait_for_replacement", op.wait_for_replacement, args),
+                    sensor("validate", op.validate, args),
+                ]
+                chain(*steps)
+            previous >> steps[0]
+            previous = steps[-1]
+            batch_tasks += steps
+        finish_run([plan, preflight, *batch_tasks], op.cleanup, **kwargs)
     return dag

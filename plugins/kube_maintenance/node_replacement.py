@@ -31,11 +31,19 @@ from .node_plan import (
     plan_replacement,
     surge_problems,
 )
-from .runtime import TaskRuntime, begin_run, drop_lock, fail, renew_lock, runtime_for, skip, take_lock
+from .forms import run_conf
+from .registry import load_registry
+from .runtime import TaskRuntime, begin_run, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.node_replacement")
 
+OPERATION = "node_replacement"
 CORDONED_AT_ANNOTATION = "kube-maintenance.io/cordoned-at"
+# What the node was before this run cordoned it ("true": cordoned already, by hand or by a run that
+# died): kept on the node itself, so a cleanup restores exactly that, whatever ended the run.
+UNSCHEDULABLE_BEFORE_ANNOTATION = "kube-maintenance.io/unschedulable-before"
+# Set just before the instance is terminated: the cleanup leaves such a node to its fate.
+TERMINATING_ANNOTATION = "kube-maintenance.io/terminating-instance"
 PENDING_GRACE_SECONDS = 300.0
 # A poke watches evicted pods go for at most this long, then frees its worker slot.
 DRAIN_WAIT_PER_POKE_SECONDS = 60.0
@@ -45,8 +53,12 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _raw_params(cluster_name: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    return run_conf(context, load_registry().cluster(cluster_name).operation(OPERATION).get("defaults"))
+
+
 def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[NodeReplacementParams, TaskRuntime]:
-    raw = dict(context.get("params") or {})
+    raw = _raw_params(cluster_name, context)
     try:
         params = NodeReplacementParams.from_mapping(raw)
     except ParamError as exc:
@@ -168,8 +180,20 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         # Otherwise (schedulable, cordoned by hand, or left cordoned by another run that failed to
         # roll back) it becomes this run's: a fresh deadline, and this run's rollback undoes it.
         was = "unschedulable" if node.get("spec", {}).get("unschedulable") else "schedulable"
+        if annotations.get(CORDONED_BY_ANNOTATION):
+            # A cordon left by a run that died: what was before it is that run's record (a run
+            # too old to keep one cordoned the node itself).
+            before = annotations.get(UNSCHEDULABLE_BEFORE_ANNOTATION, "false")
+        else:
+            before = "true" if was == "unschedulable" else "false"
         patch = {
-            "metadata": {"annotations": {CORDONED_BY_ANNOTATION: rt.holder, CORDONED_AT_ANNOTATION: now.isoformat()}},
+            "metadata": {
+                "annotations": {
+                    CORDONED_BY_ANNOTATION: rt.holder,
+                    CORDONED_AT_ANNOTATION: now.isoformat(),
+                    UNSCHEDULABLE_BEFORE_ANNOTATION: before,
+                }
+            },
             "spec": {"unschedulable": True},
         }
         rt.kube.patch(NODES, planned.name, patch, content_type=STRATEGIC_MERGE_PATCH)
@@ -264,52 +288,10 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     return all_done
 
 
-def rollback(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
-    """After a failure in the batch: uncordon the nodes this run cordoned and did not terminate.
-
-    Needs no valid parameters, only the plan: it runs after failures, bad input included.
-    """
-    data = context["ti"].xcom_pull(task_ids="plan")
-    if not data or data.get("dry_run", True):
-        skip("nothing was planned or changed: nothing to roll back")
-    the_plan = Plan.from_xcom(data["plan"])
-    if index >= len(the_plan.batches):
-        skip(f"no batch {index + 1}")
-    batch = the_plan.batches[index]
-    rt = runtime_for(cluster_name, context, dry_run=False)
-    states = rt.cloud.instance_states([n.instance_id for n in batch])
-    uncordoned = []
-    for planned in batch:
-        node = rt.kube.get_or_none(NODES, planned.name)
-        if node is None or states[planned.instance_id].gone:
-            continue
-        annotations = node["metadata"].get("annotations") or {}
-        if annotations.get(CORDONED_BY_ANNOTATION) != rt.holder:
-            continue  # not cordoned by this run (perhaps by hand): leave it as it is
-        patch: dict[str, Any] = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None, CORDONED_AT_ANNOTATION: None}}}
-        if not planned.cordoned_before_run:
-            patch["spec"] = {"unschedulable": None}
-        rt.kube.patch(NODES, planned.name, patch, content_type=STRATEGIC_MERGE_PATCH)
-        after = "unschedulable (cordoned by hand before the run)" if planned.cordoned_before_run else "schedulable"
-        rt.audit.record("uncordon", f"node/{planned.name}", before="unschedulable", after=after, batch=index + 1)
-        uncordoned.append(planned.name)
-    if (context.get("params") or {}).get("surge"):
-        # Scaling the group back in would let Auto Scaling pick which instance dies (perhaps one
-        # with pods): the surge node stays, empty but for DaemonSets, for a person to decide.
-        for group, count in the_plan.surge_by_group(index).items():
-            log.warning(
-                "surge capacity left in place: %s keeps %d extra instance(s) (desired was %d before the run); "
-                "scale it back once the failed node is dealt with",
-                group,
-                count,
-                the_plan.desired_by_group_before.get(group, 0),
-            )
-    return uncordoned
-
-
 def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> dict[str, Any]:
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
+    opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
     states = rt.cloud.instance_states([n.instance_id for n in batch])
     terminated, already_gone = [], []
     for planned in batch:
@@ -325,6 +307,17 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             fail(f"node {planned.name} is now instance {instance_of(node)}, not {planned.instance_id} as planned; not terminating")
         if node is not None and not node.get("spec", {}).get("unschedulable"):
             fail(f"node {planned.name} is schedulable again (uncordoned since the drain?); not terminating it")
+        if node is not None:
+            # Whatever the drain task's state says (it may have been marked successful by hand):
+            # a node with pods a drain would evict is not terminated.
+            on_node, _ = rt.kube.list(PODS, field_selector=f"spec.nodeName={planned.name}")
+            left = drain_rules.pods_left(drain_rules.decide_all(on_node, opts))
+            if left:
+                fail(
+                    f"node {planned.name} still has {len(left)} pod(s) a drain would evict "
+                    f"({', '.join(d.ref for d in left[:10])}); not terminating it: the drain has not finished"
+                )
+            rt.kube.patch(NODES, planned.name, {"metadata": {"annotations": {TERMINATING_ANNOTATION: planned.instance_id}}}, content_type=STRATEGIC_MERGE_PATCH)
         # In place: the group replaces the instance. After a surge the replacement already runs,
         # so the group shrinks back to the size the plan saw.
         activity = rt.cloud.terminate_in_group(planned.instance_id, decrement_desired=params.surge)
@@ -392,14 +385,22 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
 
 
 # ----------------------------------------------------------------------------------------------- finish
-def release(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, Any]:
-    # Runs whatever happened before (trigger rule all_done), even after bad parameters: release
-    # only ever drops a lock this very run holds, so it is always safe to try.
-    dry_run = (context.get("params") or {}).get("dry_run") is not False
+def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, Any]:
+    """The run's teardown, whatever ended it: restore every node this run cordoned and did not
+    terminate, report surge capacity left in place, release the lock, summarise, and fail the run
+    if a step failed.
+
+    Needs no valid parameters (bad input ends runs too) and only the Kubernetes API to restore
+    nodes: what a node was before is written on the node itself when it is cordoned.
+    """
+    raw = _raw_params(cluster_name, context)
+    dry_run = raw.get("dry_run") is not False
     rt = runtime_for(cluster_name, context, dry_run)
-    released = drop_lock(rt, dry_run)
     data = context["ti"].xcom_pull(task_ids="plan") or {}
     the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
+    restored = [] if dry_run else _restore_cordoned_nodes(rt, the_plan)
+    surge_left = _report_surge_left(rt, the_plan) if raw.get("surge") is True and not dry_run else {}
+    released = drop_lock(rt, dry_run)
     terminated: list[str] = []
     for index in range(len(the_plan.batches)):
         result = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
@@ -409,7 +410,71 @@ def release(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
         "planned": [n.name for n in the_plan.nodes],
         "replaced": replaced,
         "not_replaced": [n.name for n in the_plan.nodes if n.name not in replaced],
+        "restored": restored,
+        "surge_left": surge_left,
         "lock_released": released,
     }
     rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
+    fail_if_steps_failed(context, f"restored {restored or 'no node'}, lock released: {released}")
     return summary
+
+
+def _restore_cordoned_nodes(rt: TaskRuntime, the_plan: Plan) -> list[str]:
+    """Uncordon every node this run cordoned and did not terminate (one list of nodes); a node
+    that was cordoned before the run stays cordoned, only this run's marks are removed."""
+    nodes, _ = rt.kube.list(NODES)
+    ours = [n for n in nodes if (n["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION) == rt.holder]
+    terminating = {
+        n["metadata"]["name"]: ann[TERMINATING_ANNOTATION] for n in ours if TERMINATING_ANNOTATION in (ann := n["metadata"].get("annotations") or {})
+    }
+    gone: set[str] = set()
+    if terminating:
+        try:
+            states = rt.cloud.instance_states(sorted(set(terminating.values())))
+            gone = {name for name, instance in terminating.items() if states[instance].gone}
+        except Exception as exc:  # noqa: BLE001 - AWS failing must not stop the Kubernetes-side cleanup
+            log.warning("cannot ask EC2 whether %s were terminated (%s): leaving them cordoned", sorted(terminating), exc)
+            gone = set(terminating)
+    cordoned_by_hand = {n.name for n in the_plan.nodes if n.cordoned_before_run}
+    restored = []
+    for node in ours:
+        name = node["metadata"]["name"]
+        if name in gone:
+            continue  # its instance is terminated or terminating: the node is going away
+        annotations = node["metadata"].get("annotations") or {}
+        before = annotations.get(UNSCHEDULABLE_BEFORE_ANNOTATION)
+        was_cordoned = before == "true" if before is not None else name in cordoned_by_hand
+        marks = (CORDONED_BY_ANNOTATION, CORDONED_AT_ANNOTATION, UNSCHEDULABLE_BEFORE_ANNOTATION, TERMINATING_ANNOTATION)
+        patch: dict[str, Any] = {"metadata": {"annotations": {k: None for k in marks}}}
+        if not was_cordoned:
+            patch["spec"] = {"unschedulable": None}
+        rt.kube.patch(NODES, name, patch, content_type=STRATEGIC_MERGE_PATCH)
+        after = "unschedulable (cordoned before the run)" if was_cordoned else "schedulable"
+        rt.audit.record("uncordon", f"node/{name}", before="unschedulable", after=after)
+        restored.append(name)
+    return restored
+
+
+def _report_surge_left(rt: TaskRuntime, the_plan: Plan) -> dict[str, int]:
+    """Groups still above the desired capacity the plan saw. Scaling them back in would let Auto
+    Scaling pick which instance dies (perhaps one with pods), so a person decides."""
+    groups = sorted(the_plan.desired_by_group_before)
+    try:
+        described = rt.cloud.groups(groups)
+    except Exception as exc:  # noqa: BLE001 - a report, not a change: never fail the cleanup for it
+        log.warning("cannot check surge capacity of %s: %s", groups, exc)
+        return {}
+    left = {}
+    for group in groups:
+        extra = int(described.get(group, {}).get("DesiredCapacity", 0)) - the_plan.desired_by_group_before[group]
+        if extra > 0:
+            left[group] = extra
+            log.warning(
+                "surge capacity left in place: %s keeps %d extra instance(s) (desired was %d before the run); "
+                "scale it back once the failed node is dealt with",
+                group,
+                extra,
+                the_plan.desired_by_group_before[group],
+            )
+            rt.audit.record("surge-left", f"asg/{group}", before={"desired": the_plan.desired_by_group_before[group]}, after={"desired": the_plan.desired_by_group_before[group] + extra}, outcome="skipped")
+    return left

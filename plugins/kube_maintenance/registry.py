@@ -21,6 +21,7 @@ SUPPORTED_VERSIONS = (1,)
 OPERATIONS = ("node_replacement", "cronjob_refresh", "rollout_restart")
 # Never touched by any operation, whatever a registry or a form says.
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+DEFAULT_OWNER = "kube-maintenance"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
 
 
@@ -39,6 +40,7 @@ class ClusterConfig:
     protected_namespaces: tuple[str, ...]
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    owner: str = DEFAULT_OWNER  # shown as every task's owner in the Airflow UI
 
     def operation(self, name: str) -> dict[str, Any]:
         """Per-operation settings (``enabled``, ``schedule`` and parameter defaults)."""
@@ -126,6 +128,9 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
         protected = raw.get("protected_namespaces", [])
         if not isinstance(protected, list) or not all(isinstance(n, str) for n in protected):
             raise RegistryError(f"{where}.protected_namespaces: expected a list of namespace names")
+        owner = raw.get("owner", DEFAULT_OWNER)
+        if not isinstance(owner, str) or not owner.strip():
+            raise RegistryError(f"{where}.owner: expected a team or person name, got {owner!r}")
         ops = raw.get("operations", {})
         if not isinstance(ops, dict):
             raise RegistryError(f"{where}.operations: expected a mapping")
@@ -147,6 +152,7 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
                 protected_namespaces=tuple(dict.fromkeys([*SYSTEM_NAMESPACES, *protected])),
                 operations={k: dict(v) for k, v in ops.items()},
                 description=str(raw.get("description", "")),
+                owner=owner.strip(),
             )
         )
     return Registry(int(version), tuple(clusters), source)

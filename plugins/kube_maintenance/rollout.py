@@ -80,10 +80,11 @@ class RolloutRestartParams:
             ignore_window=read.boolean("ignore_window"),
             dry_run=read.boolean("dry_run"),
         )
+        # Restarting a whole cluster is never what an empty form means; a dry run may show it.
         read.check(
-            bool(params.namespace_selector or params.namespaces),
+            bool(params.namespace_selector or params.namespaces) or params.dry_run,
             "namespace_selector / namespaces: choose the namespaces to restart, by label selector "
-            "(e.g. app.kubernetes.io/managed-by=Helm) and/or by name",
+            "(e.g. app.kubernetes.io/managed-by=Helm) and/or by name (a dry run with neither shows every namespace)",
         )
         protected = [n for n in params.namespaces if n in set(protected_namespaces)]
         read.check(not protected, f"namespaces: {', '.join(protected)} protected on this cluster: never restarted; remove from namespaces")
@@ -108,6 +109,7 @@ def select_namespaces(namespace_objects: Iterable[Obj], params: RolloutRestartPa
     """
     protected_set = set(protected)
     matches = parse_label_selector(params.namespace_selector) if params.namespace_selector else None
+    every_namespace = matches is None and not params.namespaces  # a dry run's empty form: show them all
     by_name = {o["metadata"]["name"]: o for o in namespace_objects}
     missing = [n for n in params.namespaces if n not in by_name]
     if missing:
@@ -117,7 +119,7 @@ def select_namespaces(namespace_objects: Iterable[Obj], params: RolloutRestartPa
     for name in sorted(by_name):
         obj = by_name[name]
         named = name in params.namespaces
-        if not named and not (matches is not None and matches(obj["metadata"].get("labels") or {})):
+        if not named and not every_namespace and not (matches is not None and matches(obj["metadata"].get("labels") or {})):
             continue
         if name in protected_set:
             left_out[name] = "protected namespace"

@@ -7,14 +7,53 @@ from __future__ import annotations
 from typing import Any
 
 from .dag_factory import finish_run, operation_dag
+from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_TARGET, FormField, optional_names, optional_selector
 from .registry import ClusterConfig
+from .runtime import MAP_LABEL_TEMPLATE
 from .rollout import KINDS, RolloutRestartParams
 
 OPERATION = "rollout_restart"
 
+FIELDS: tuple[FormField, ...] = (
+    DRY_RUN,
+    IGNORE_WINDOW,
+    optional_selector("namespace_selector", "Namespace selector", "Restart the namespaces with these labels.", "app.kubernetes.io/managed-by=Helm"),
+    optional_names("namespaces", "Namespaces", "Restart these namespaces by name (added to the selector's choice)."),
+    optional_names("exclude_namespaces", "Namespaces to leave alone", "Never restart these namespaces (the cluster's protected namespaces never are, whatever the form says)."),
+    FormField(
+        "kinds",
+        "Workload kinds",
+        "Workload kinds to restart; in each namespace they roll in this order.",
+        {"type": "array", "items": {"type": "string", "enum": list(KINDS)}, "examples": list(KINDS), "minItems": 1},
+        SECTION_TARGET,
+    ),
+    optional_selector("workload_selector", "Workload selector", "Restart only workloads with these labels (empty: every workload of the kinds).", "tier=web"),
+    FormField("max_concurrent_rollouts", "Most rollouts at once", "Most workloads rolling at once on the cluster.", {"type": "integer", "minimum": 1, "maximum": 100}, SECTION_PACE),
+    FormField("rollout_timeout_seconds", "Rollout timeout (s)", "Fail a workload whose rollout has not completed this long after its restart.", {"type": "integer", "minimum": 10, "maximum": 86400}, SECTION_PACE),
+    FormField(
+        "stuck_pod_seconds",
+        "Stuck pod (s)",
+        "Fail a StatefulSet or DaemonSet whose new pod is not Ready this long after it was created (Deployments use their progressDeadlineSeconds).",
+        {"type": "integer", "minimum": 5, "maximum": 86400},
+        SECTION_PACE,
+    ),
+)
+
+DRY_RUN_SHOWS = (
+    "The `plan` task logs, per namespace, each workload it would restart (a `plan-restart` audit line, outcome "
+    "`planned`) and each it leaves alone with the reason (a `skip-restart` line: paused Deployment, `OnDelete` "
+    "strategy), and logs those already restarted since the run began; the `cleanup` task's summary lists them. Nothing is locked or restarted."
+)
+
+_DOCS = {
+    "plan": "Reads the form, checks the maintenance window, lists the chosen namespaces' workloads and decides what to restart or skip; splits the namespaces into shards. Changes nothing.",
+    "preflight": "Takes the cluster's maintenance lock. A dry run ends here.",
+    "restart": "One shard of namespaces: restarts its workloads as `kubectl rollout restart` does (a `restartedAt` annotation on the pod template), at most the set number rolling at once, and waits until each rollout completed as `kubectl rollout status` judges it. Fails fast, naming the workload, when a rollout fails.",
+}
+
 
 def rollout_restart_dag(cluster: ClusterConfig) -> Any:
-    from airflow.sdk import Param, task
+    from airflow.sdk import task
 
     from . import rollout_tasks as op
 
@@ -23,53 +62,38 @@ def rollout_restart_dag(cluster: ClusterConfig) -> Any:
     max_parallel_tasks = int(settings.get("max_parallel_tasks", 8))
     poke = float(settings.get("poke_interval_seconds", 15))
     wait_per_poke = float(settings.get("wait_per_poke_seconds", 60))
-    base = RolloutRestartParams()
-    default: dict[str, Any] = {
-        "namespace_selector": "",
-        "namespaces": [],
-        "exclude_namespaces": [],
-        "kinds": list(KINDS),
-        "workload_selector": "",
-        "max_concurrent_rollouts": base.max_concurrent_rollouts,
-        "rollout_timeout_seconds": base.rollout_timeout_seconds,
-        "stuck_pod_seconds": base.stuck_pod_seconds,
-        "ignore_window": False,
-        "dry_run": True,
-    }
-    default.update(settings.get("defaults") or {})
-    protected = ", ".join(cluster.protected_namespaces)
-    params = {
-        "namespace_selector": Param(default["namespace_selector"], type="string", description="Label selector of namespaces to restart, e.g. app.kubernetes.io/managed-by=Helm."),
-        "namespaces": Param(default["namespaces"], type="array", items={"type": "string"}, description="Namespaces to restart by name (added to the selector's choice)."),
-        "exclude_namespaces": Param(default["exclude_namespaces"], type="array", items={"type": "string"}, description=f"Never restart these namespaces ({protected} never are, whatever the form says)."),
-        "kinds": Param(default["kinds"], type="array", items={"type": "string", "enum": list(KINDS)}, minItems=1, description="Workload kinds to restart; in each namespace they roll in this order."),
-        "workload_selector": Param(default["workload_selector"], type="string", description="Label selector of workloads (empty: every workload of the kinds)."),
-        "max_concurrent_rollouts": Param(default["max_concurrent_rollouts"], type="integer", minimum=1, maximum=100, description="Most workloads rolling at once on the cluster."),
-        "rollout_timeout_seconds": Param(default["rollout_timeout_seconds"], type="integer", minimum=10, maximum=86400, description="Fail a workload whose rollout has not completed this long after its restart."),
-        "stuck_pod_seconds": Param(default["stuck_pod_seconds"], type="integer", minimum=5, maximum=86400, description="Fail a StatefulSet or DaemonSet whose new pod is not Ready this long after it was created (Deployments use their progressDeadlineSeconds)."),
-        "ignore_window": Param(default["ignore_window"], type="boolean", description="Run outside the maintenance window (manual runs)."),
-        "dry_run": Param(default["dry_run"], type="boolean", description="Plan and log only; change nothing."),
-    }
+    base = {f.name: getattr(RolloutRestartParams, f.name, None) for f in FIELDS}
+    base.update(namespace_selector=None, namespaces=None, exclude_namespaces=None, workload_selector=None, kinds=list(KINDS))
     with operation_dag(
         cluster,
         OPERATION,
         "Namespace-wide rollout restart",
         "`kubectl rollout restart` for every Deployment, DaemonSet and StatefulSet of the chosen namespaces "
-        "(by label selector and/or name; protected namespaces never), at most `max_concurrent_rollouts` "
-        "rolling at once, and proof that each rollout completed, judged as `kubectl rollout status` judges it. "
-        "Paused Deployments and OnDelete workloads are skipped and reported. A failed rollout (progress "
-        "deadline exceeded, a new pod never Ready, the timeout) fails the run naming the workload. "
-        "Re-running the run (clear) restarts only what was not restarted since it began.",
-        params,
+        f"(by label selector and/or name; {', '.join(cluster.protected_namespaces)} never), at most "
+        "`max_concurrent_rollouts` rolling at once, and proof that each rollout completed, judged as "
+        "`kubectl rollout status` judges it. Paused Deployments and OnDelete workloads are skipped and reported. "
+        "A failed rollout (progress deadline exceeded, a new pod never Ready, the timeout) fails the run naming "
+        "the workload. Re-running the run (clear) restarts only what was not restarted since it began.",
+        FIELDS,
+        base,
+        DRY_RUN_SHOWS,
     ) as dag:
         kwargs = {"cluster_name": cluster.name}
-        plan = task(task_id="plan")(op.plan)(**kwargs, max_parallel_tasks=max_parallel_tasks)
-        preflight = task(task_id="preflight")(op.preflight)(**kwargs)
+        plan = task(task_id="plan", doc_md=_DOCS["plan"])(op.plan)(**kwargs, max_parallel_tasks=max_parallel_tasks)
+        preflight = task(task_id="preflight", doc_md=_DOCS["preflight"])(op.preflight)(**kwargs)
         restart = (
-            task.sensor(task_id="restart", poke_interval=poke, timeout=48 * 3600, mode="reschedule", max_active_tis_per_dagrun=max_parallel_tasks)(op.restart)
+            task.sensor(
+                task_id="restart",
+                poke_interval=poke,
+                timeout=48 * 3600,
+                mode="reschedule",
+                max_active_tis_per_dagrun=max_parallel_tasks,
+                map_index_template=MAP_LABEL_TEMPLATE,
+                doc_md=_DOCS["restart"],
+            )(op.restart)
             .partial(**kwargs, wait_per_poke_seconds=wait_per_poke)
             .expand(shard=plan)
         )
         plan >> preflight >> restart
-        finish_run([plan, preflight, restart], op.release, **kwargs)
+        finish_run([plan, preflight, restart], op.cleanup, **kwargs)
     return dag

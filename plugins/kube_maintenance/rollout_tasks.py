@@ -26,7 +26,8 @@ from . import rollout as rules
 from .audit import AuditTrail
 from .k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
 from .rollout import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
-from .runtime import TaskRuntime, begin_run, drop_lock, fail, renew_lock, runtime_for, skip, take_lock
+from .forms import run_conf
+from .runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.rollout_restart")
 
@@ -42,7 +43,7 @@ def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[RolloutResta
 
     cluster = load_registry().cluster(cluster_name)
     try:
-        params = RolloutRestartParams.from_mapping(dict(context.get("params") or {}), cluster.protected_namespaces)
+        params = RolloutRestartParams.from_mapping(run_conf(context, cluster.operation("rollout_restart").get("defaults")), cluster.protected_namespaces)
     except ParamError as exc:
         fail(str(exc))
     return params, runtime_for(cluster_name, context, params.dry_run)
@@ -338,6 +339,7 @@ def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: flo
     True once every workload of the shard rolled out; False to be poked again. Fails fast, naming
     the workload, when a rollout fails (progress deadline, a pod never Ready, the timeout).
     """
+    label_map_index(shard.get("namespaces"))
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run")
@@ -372,14 +374,16 @@ def _shard_failures(context: Mapping[str, Any]) -> dict[str, str]:
     return failures
 
 
-def release(cluster_name: str, **context: Any) -> dict[str, Any]:
-    # Runs whatever happened before (trigger rule all_done), even after bad parameters: release
-    # only ever drops a lock this very run holds, so it is always safe to try.
+def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
+    """The run's teardown, whatever ended it (bad parameters, a failure, a run marked failed or
+    successful): release the lock if this run holds it, summarise from the cluster, and fail the
+    run if a step failed. Rollouts already started are not undone: they complete on their own."""
     from .registry import load_registry
 
-    raw = dict(context.get("params") or {})
+    cluster = load_registry().cluster(cluster_name)
+    raw = run_conf(context, cluster.operation("rollout_restart").get("defaults"))
     try:
-        params: RolloutRestartParams | None = RolloutRestartParams.from_mapping(raw, load_registry().cluster(cluster_name).protected_namespaces)
+        params: RolloutRestartParams | None = RolloutRestartParams.from_mapping(raw, cluster.protected_namespaces)
     except ParamError:
         params = None
     dry_run = params.dry_run if params else raw.get("dry_run") is not False
@@ -405,4 +409,5 @@ def release(cluster_name: str, **context: Any) -> dict[str, Any]:
     summary["namespaces"] = the_plan["namespaces"] if the_plan else []
     summary["lock_released"] = released
     rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
+    fail_if_steps_failed(context, f"lock released: {released}")
     return summary

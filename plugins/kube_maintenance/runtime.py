@@ -49,6 +49,22 @@ class TaskRuntime:
         return f"{getattr(dag_run, 'dag_id', '?')}/{getattr(dag_run, 'run_id', '?')}"
 
 
+# A mapped task instance is shown in the grid by this label, not by its index: the namespaces it works
+# on. The template cannot fail (an error there would fail the task); the task sets the variable.
+MAP_LABEL_TEMPLATE = "{{ kube_maintenance_map_label | default('') }}"
+
+
+def label_map_index(namespaces: Any) -> None:
+    """Name this mapped task instance after the namespaces it works on (first thing in the task)."""
+    from airflow.sdk import get_current_context
+
+    names = ", ".join(namespaces or ())
+    try:
+        get_current_context()["kube_maintenance_map_label"] = names if len(names) <= 120 else names[:117] + "..."
+    except RuntimeError:  # called outside a running task (a unit test): nothing to name
+        pass
+
+
 def skip(message: str) -> None:
     """End the task as skipped: nothing to do (a dry run, a batch the plan does not have)."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -114,6 +130,26 @@ def drop_lock(rt: TaskRuntime, dry_run: bool) -> bool:
     if released:
         rt.audit.record("unlock", LOCK_TARGET, before=rt.holder, after=None)
     return released
+
+
+# Task states that mean a step did not do its work (a task marked failed in the UI included).
+_FAILED_STATES = ("failed", "upstream_failed")
+
+
+def failed_steps(context: Mapping[str, Any]) -> list[str]:
+    """This run's steps that failed, as ``task_id`` or ``task_id_<map index>``; the caller excluded."""
+    ti = context["ti"]
+    dag_run = context.get("dag_run")
+    run_id = getattr(dag_run, "run_id", None) or ti.run_id
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+    return sorted(task for task, state in states.items() if task != ti.task_id and str(getattr(state, "value", state)) in _FAILED_STATES)
+
+
+def fail_if_steps_failed(context: Mapping[str, Any], cleaned_up: str) -> None:
+    """The end of every cleanup: the run fails if any of its steps did, saying what was cleaned up."""
+    failed = failed_steps(context)
+    if failed:
+        fail(f"the run did not complete: {', '.join(failed)} failed (see their logs for why); cleanup done: {cleaned_up}")
 
 
 def _utcnow() -> Any:

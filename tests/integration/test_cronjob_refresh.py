@@ -282,7 +282,7 @@ def test_bad_parameters_fail_before_any_change(dag_runner: DagRunner, world: Wor
     seq = len(world.clusters["staging"].cluster.requests)
     result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "create_fresh_job": True, **conf})
     # Refused by the trigger form's own validation, or by the plan task: either way before any change.
-    assert result.state == "rejected" or (result.state == "failed" and result.failed_tasks() == ["fail_run_if_any_step_failed", "plan"])
+    assert result.state == "rejected" or (result.state == "failed" and result.failed_tasks() == ["cleanup", "plan"])
     assert message in result.text()
     assert writes_since(world, "staging", seq) == []
 

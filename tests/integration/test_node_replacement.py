@@ -288,7 +288,7 @@ def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner:
     assert node["spec"].get("unschedulable") is True, "left cordoned, as it was before the run"
     assert not any(k.startswith("kube-maintenance.io/") for k in node["metadata"].get("annotations") or {})
     uncordon = [l for l in result.audit if l["action"] == "uncordon"]
-    assert len(uncordon) == 1 and uncordon[0]["after"].startswith("unschedulable (cordoned by hand")
+    assert len(uncordon) == 1 and uncordon[0]["after"] == "unschedulable (cordoned before the run)"
 
 
 def test_a_cordon_left_by_an_earlier_run_is_taken_over_and_rolled_back(dag_runner: DagRunner, world: World) -> None:

@@ -86,9 +86,11 @@ def test_every_problem_is_reported_at_once_naming_the_field() -> None:
         assert field in text, field
 
 
-def test_namespaces_must_be_chosen() -> None:
+def test_namespaces_must_be_chosen_for_a_real_run_a_dry_run_shows_them_all() -> None:
     with pytest.raises(ParamError, match="choose the namespaces to restart"):
-        params()
+        params(dry_run=False)
+    shown = rules.select_namespaces([{"metadata": {"name": n}} for n in ("shop", "kube-system", "search")], params(dry_run=True), ["kube-system"])
+    assert shown.namespaces == ("search", "shop") and shown.left_out == {"kube-system": "protected namespace"}
 
 
 def test_a_protected_namespace_named_explicitly_is_refused() -> None:
