@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo sandbox bench clean
+.PHONY: install system-packages test demo sandbox bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Chromium for the browser tests (apt-get; root or sudo).
+system-packages:
+	./scripts/system-packages.sh
+
+test: $(STAMP) system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -133,8 +133,9 @@ NODE_REPLACEMENT_FIELDS: tuple[FormField, ...] = (
 NODE_REPLACEMENT_DRY_RUN = (
     "The `plan` task logs one `plan-replace` audit line per node it would replace (batch, instance, Auto "
     "Scaling group, age) and says in its log why every other node is left alone; `preflight` checks the "
-    "cluster's health and that no pod would be lost by a drain, then the run stops: nothing is locked, "
-    "cordoned, drained or terminated."
+    "cluster's health and that no pod would be lost by a drain, and logs a `preflight-stop` audit line with "
+    "everything that would stop a real run there; then the run ends, its summary listing those blockers under "
+    "`a_real_run_would_stop`: nothing is locked, cordoned, drained or terminated."
 )
 
 _NODE_TASK_DOCS = {
@@ -159,6 +160,9 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
     poke = float(settings.get("poke_interval_seconds", 15))
     base = {f.name: getattr(NodeReplacementParams, f.name) for f in NODE_REPLACEMENT_FIELDS}
     base.update(node_selector=None, node_names=None, exclude_nodes=None)
+    # The plan refuses more batches than the DAG has: the form's default must fit them.
+    batch_size = int((settings.get("defaults") or {}).get("batch_size", base["batch_size"]))
+    base["max_nodes"] = min(base["max_nodes"], max_batches * batch_size)
     with operation_dag(
         cluster,
         "node_replacement",

@@ -134,21 +134,24 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
     report = preflight_report(nodes, pods, {n.name for n in the_plan.nodes}, _now(), PENDING_GRACE_SECONDS)
     for note in report.notes:
         log.info(note)
-    if not report.healthy:
-        fail(f"cluster {rt.cluster.name} is not healthy enough to disrupt: {report.summary()}")
+    stops = [] if report.healthy else [f"cluster {rt.cluster.name} is not healthy enough to disrupt: {report.summary()}"]
     # Pods a drain would refuse (unmanaged, emptyDir) are known now: say so before cordoning anything.
     opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
-    refusals = []
     for planned in the_plan.nodes:
         on_node, _ = rt.kube.list(PODS, field_selector=f"spec.nodeName={planned.name}")
         message = drain_rules.refusal_message(planned.name, drain_rules.decide_all(on_node, opts))
         if message:
-            refusals.append(message)
-    if refusals:
-        fail("\n".join(refusals))
+            stops.append(message)
+    if stops and not params.dry_run:
+        fail("\n".join(stops))
+    if stops:
+        # A dry run shows the whole plan, blockers included, rather than failing on the first.
+        rt.audit.record("preflight-stop", f"cluster/{rt.cluster.name}", after="a real run would stop here, before any change", problems=stops)
+        log.warning("a real run would stop in preflight:\n%s", "\n".join(stops))
+        context["ti"].xcom_push(key="would_stop", value=stops)
     outcome = take_lock(rt, params.dry_run)
     if params.dry_run:
-        skip("dry run: plan logged, nothing changed")
+        skip("dry run: plan logged, nothing changed" + ("; a real run would stop in preflight (see above)" if stops else ""))
     return outcome
 
 
@@ -414,6 +417,9 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
         "surge_left": surge_left,
         "lock_released": released,
     }
+    would_stop = context["ti"].xcom_pull(task_ids="preflight", key="would_stop") if dry_run else None
+    if would_stop:
+        summary["a_real_run_would_stop"] = would_stop
     rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
     fail_if_steps_failed(context, f"restored {restored or 'no node'}, lock released: {released}")
     return summary

@@ -142,6 +142,20 @@ def test_pods_a_drain_would_lose_fail_the_run_before_anything_is_cordoned(dag_ru
     assert [r for r in writes_since(world, "staging", seq) if r.resource == "nodes"] == []
 
 
+def test_a_dry_run_shows_what_would_stop_a_real_run_and_succeeds(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    bare = next(p for p in staging.store.iter(PODS) if not p["metadata"].get("ownerReferences") and p["spec"].get("nodeName"))
+    seq = len(staging.requests)
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": True, "node_names": [bare["spec"]["nodeName"]], "delete_emptydir_data": True})
+    assert result.state == "success", result.task_states
+    stop = [line for line in result.audit if line["action"] == "preflight-stop"]
+    unmanaged = f"pod/{bare['metadata']['namespace']}/{bare['metadata']['name']}: not managed by a controller"
+    assert len(stop) == 1 and stop[0]["outcome"] == "planned" and unmanaged in "\n".join(stop[0]["detail"]["problems"])
+    summary = next(line for line in result.audit if line["action"] == "summary")
+    assert unmanaged in "\n".join(summary["after"]["a_real_run_would_stop"])
+    assert writes_since(world, "staging", seq) == []
+
+
 @pytest.mark.parametrize(
     "conf,message",
     [

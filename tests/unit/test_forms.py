@@ -107,3 +107,14 @@ def test_scheduled_runs_act_on_the_registry_defaults_manual_runs_on_their_form()
 def test_form_defaults_keep_known_fields_and_force_dry_run() -> None:
     base = {"dry_run": True, "batch_size": 1}
     assert form_defaults(base, {"dry_run": False, "batch_size": 3, "unknown": 1}) == {"dry_run": True, "batch_size": 3}
+
+
+def test_the_default_max_nodes_fits_the_dags_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plan refuses more batches than the DAG has slots for: an untouched form must not ask for that.
+    path = registry(tmp_path, {"node_replacement": {"batch_size": 2}})
+    data = json.loads(path.read_text())
+    data["clusters"][0]["operations"]["node_replacement"]["max_batches"] = 3
+    path.write_text(json.dumps(data))
+    monkeypatch.setenv("KUBE_MAINTENANCE_REGISTRY", str(path))
+    dag = runpy.run_path(str(REPO / "dags" / "node_replacement.py"))["node_replacement__staging"]
+    assert dag.params["max_nodes"] == 6 and dag.params["batch_size"] == 2
