@@ -126,6 +126,15 @@ NODE_REPLACEMENT_FIELDS: tuple[FormField, ...] = (
     FormField("replacement_timeout_seconds", "Replacement timeout (s)", "Fail if a replacement node is not Ready within this long of the termination.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
     FormField("validation_interval_seconds", "Validation interval (s)", "Seconds between the two cluster health checks after each batch.", {"type": "integer", "minimum": 0, "maximum": 600}, SECTION_PACE),
     FormField("pod_grace_period_seconds", "Pod grace period (s)", "Override each evicted pod's termination grace period (empty: the pod's own).", {"type": ["null", "integer"], "minimum": 0, "maximum": 3600}, SECTION_SAFETY),
+    FormField(
+        "skip_wait_for_delete_timeout_seconds",
+        "Dead node: wait for pods (s)",
+        "On a node that is not Ready (its kubelet gone), pods still terminating this long after their grace period are left to the "
+        "pod garbage collector and the instance is terminated (kubectl drain --skip-wait-for-delete-timeout). A Ready node's drain "
+        "always waits for every pod.",
+        {"type": "integer", "minimum": 0, "maximum": 86400},
+        SECTION_SAFETY,
+    ),
     FormField("delete_emptydir_data", "Evict pods with emptyDir", "Evict pods with emptyDir volumes (their data is lost). Off: such pods stop the run before any cordon.", {"type": "boolean"}, SECTION_SAFETY),
     FormField("force_unmanaged_pods", "Evict unmanaged pods", "Evict pods no controller will recreate. Off: such pods stop the run before any cordon.", {"type": "boolean"}, SECTION_SAFETY),
 )
@@ -143,7 +152,7 @@ _NODE_TASK_DOCS = {
     "preflight": "Checks the cluster is healthy enough to disrupt and that no pod of the plan's nodes would be lost by a drain (unmanaged, emptyDir), then takes the cluster's maintenance lock. A dry run ends here.",
     "launch_surge": "First step of a batch: starts no batch the maintenance window cannot fit. With surge, raises each group's desired capacity by the batch and waits for the new nodes to be Ready.",
     "cordon": "Marks the batch's nodes unschedulable, recording on each node which run cordoned it and whether it was cordoned before.",
-    "drain": "Evicts the batch's pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) and waits for them to go, up to the drain timeout.",
+    "drain": "Evicts the batch's pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) and waits for them to go, up to the drain timeout. On a node that is not Ready, pods stuck terminating past the dead-node wait, and unready pods their budget will not let go, are left to the pod garbage collector.",
     "terminate": "Terminates each drained node's EC2 instance in its Auto Scaling group (desired capacity kept, or lowered back after a surge). Refuses a node that still has pods a drain would evict, whatever the drain task's state.",
     "wait_for_replacement": "Waits until each affected group has as many Ready nodes as before the run.",
     "validate": "Checks the cluster is healthy twice, some seconds apart, before the next batch starts.",

@@ -6,6 +6,7 @@ and what to change (as kubectl does), so nothing is half-drained because of one 
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -16,6 +17,11 @@ EVICT = "evict"
 SKIP = "skip"
 REFUSE = "refuse"
 WAIT = "wait"  # already terminating: nothing to send, but the drain waits for it
+GC = "left-to-gc"  # terminating on a node whose kubelet is gone, past the grace: the pod GC removes it
+# Not Ready on a node that is not Ready: evicted if its budget allows (its controller replaces it at
+# once), else left to the pod GC. It serves nothing now, and a PodDisruptionBudget already counts it
+# unhealthy, so terminating its instance takes nothing from the budget.
+EVICT_OR_GC = "evict-or-gc"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,11 @@ class PodDecision:
 class DrainOptions:
     delete_emptydir_data: bool = False
     force_unmanaged_pods: bool = False
+    # kubectl drain's --skip-wait-for-delete-timeout, applied only on a node that is not Ready: no
+    # kubelet will ever confirm those pods' deletion, and terminating the instance stops them.
+    skip_wait_for_delete_timeout_seconds: float | None = None
+    node_unreachable: bool = False
+    now: dt.datetime | None = None
 
 
 Filter = Callable[[Mapping[str, Any], DrainOptions], "tuple[str, str] | None"]
@@ -58,6 +69,17 @@ def skip_daemonset_pods(pod: Mapping[str, Any], opts: DrainOptions) -> tuple[str
     if ref is not None and ref.get("kind") == "DaemonSet":
         return SKIP, f"managed by DaemonSet {ref.get('name')}"
     return None
+
+
+def leave_terminating_pods_of_dead_nodes_to_gc(pod: Mapping[str, Any], opts: DrainOptions) -> tuple[str, str] | None:
+    deleted = pod["metadata"].get("deletionTimestamp")
+    if not (deleted and opts.node_unreachable and opts.now is not None and opts.skip_wait_for_delete_timeout_seconds is not None):
+        return None
+    # deletionTimestamp is when the grace period ends (the API server adds it at deletion).
+    ends = dt.datetime.fromisoformat(deleted.replace("Z", "+00:00"))
+    if ends + dt.timedelta(seconds=opts.skip_wait_for_delete_timeout_seconds) > opts.now:
+        return None
+    return GC, f"terminating since {deleted} on a node that is not Ready: its kubelet will not finish it; the pod garbage collector removes it"
 
 
 def wait_for_terminating_pods(pod: Mapping[str, Any], opts: DrainOptions) -> tuple[str, str] | None:
@@ -86,14 +108,26 @@ def refuse_emptydir_pods(pod: Mapping[str, Any], opts: DrainOptions) -> tuple[st
     return None
 
 
+def _is_ready(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions") or ())
+
+
+def evict_or_leave_unready_pods_of_dead_nodes(pod: Mapping[str, Any], opts: DrainOptions) -> tuple[str, str] | None:
+    if opts.node_unreachable and not _is_ready(pod):
+        return EVICT_OR_GC, "not Ready on a node that is not Ready: left to the pod garbage collector if its budget refuses the eviction"
+    return None
+
+
 # Order matters: what is skipped is never refused (a DaemonSet pod with emptyDir is just skipped).
 FILTERS: tuple[Filter, ...] = (
     skip_mirror_pods,
     skip_daemonset_pods,
+    leave_terminating_pods_of_dead_nodes_to_gc,
     wait_for_terminating_pods,
     evict_finished_pods,
     refuse_unmanaged_pods,
     refuse_emptydir_pods,
+    evict_or_leave_unready_pods_of_dead_nodes,
 )
 
 
@@ -104,6 +138,16 @@ def decide(pod: Mapping[str, Any], opts: DrainOptions) -> PodDecision:
         if verdict is not None:
             return PodDecision(m.get("namespace", ""), m["name"], m.get("uid", ""), *verdict)
     return PodDecision(m.get("namespace", ""), m["name"], m.get("uid", ""), EVICT)
+
+
+def evictable(decisions: list[PodDecision]) -> list[PodDecision]:
+    """What a drain pass asks the Eviction API for."""
+    return [d for d in decisions if d.action in (EVICT, EVICT_OR_GC)]
+
+
+def left_to_gc(decisions: list[PodDecision]) -> list[PodDecision]:
+    """What the pod garbage collector removes once a dead node's instance is gone."""
+    return [d for d in decisions if d.action in (GC, EVICT_OR_GC)]
 
 
 def decide_all(pods: list[Mapping[str, Any]], opts: DrainOptions) -> list[PodDecision]:
@@ -120,7 +164,8 @@ def refusal_message(node: str, decisions: list[PodDecision]) -> str | None:
 
 
 def pods_left(decisions: list[PodDecision]) -> list[PodDecision]:
-    """What a drain still waits for: everything not skipped."""
+    """What a drain still waits for, and what keeps a node from being terminated: everything not
+    skipped nor left to the pod GC (unready pods of a dead node included)."""
     return [d for d in decisions if d.action in (EVICT, WAIT)]
 
 

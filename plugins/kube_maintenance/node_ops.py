@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from . import drain as rules
@@ -21,6 +21,7 @@ class DrainPass:
     evicted: list[rules.PodDecision] = field(default_factory=list)
     blocked: dict[str, str] = field(default_factory=dict)  # pod ref -> why (a PDB, a 5xx)
     left: list[str] = field(default_factory=list)  # pod refs still on the node at the end
+    left_to_gc: list[rules.PodDecision] = field(default_factory=list)  # terminating on a dead node: the pod GC's now
     refusal: str | None = None
     error: str | None = None
 
@@ -59,20 +60,24 @@ def drain_pass(kube: KubeClient, node: str, opts: rules.DrainOptions, grace: int
     result.refusal = rules.refusal_message(node, decisions)
     if result.refusal:
         return result
+    result.left_to_gc = [d for d in decisions if d.action == rules.GC]
     by_uid = {p["metadata"]["uid"]: p for p in pods}
-    to_evict = [d for d in decisions if d.action == rules.EVICT]
+    to_evict = rules.evictable(decisions)
+    waiting_for = {d.uid for d in rules.pods_left(decisions)}
     if to_evict:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(EVICTION_WORKERS, len(to_evict))) as pool:
             outcomes = list(pool.map(lambda d: (d, evict_one(kube, by_uid[d.uid], grace)), to_evict))
         for decision, (outcome, detail) in outcomes:
             if outcome == "evicted":
                 result.evicted.append(decision)
+                waiting_for.add(decision.uid)  # an unready pod of a dead node evicted: it goes like any other
+            elif outcome == "blocked" and decision.action == rules.EVICT_OR_GC:
+                result.left_to_gc.append(replace(decision, reason=f"{decision.reason} (refused: {detail})"))
             elif outcome == "blocked":
                 result.blocked[decision.ref] = detail
             elif outcome == "error":
                 result.error = f"cannot evict {decision.ref} from {node}: {detail}"
                 return result
-    waiting_for = {d.uid for d in rules.pods_left(decisions)}
     if not waiting_for:
         return result
 

@@ -30,6 +30,9 @@ class NodeReplacementParams:
     force_unmanaged_pods: bool = False
     replacement_timeout_seconds: int = 900
     validation_interval_seconds: int = 10
+    # On a node that is not Ready: how long after their grace period pods still terminating are
+    # waited for before they are left to the pod GC (kubectl drain --skip-wait-for-delete-timeout).
+    skip_wait_for_delete_timeout_seconds: int = 120
     ignore_window: bool = False
     dry_run: bool = True
 
@@ -51,6 +54,7 @@ class NodeReplacementParams:
             force_unmanaged_pods=read.boolean("force_unmanaged_pods"),
             replacement_timeout_seconds=read.integer("replacement_timeout_seconds", 1, 24 * 3600),
             validation_interval_seconds=read.integer("validation_interval_seconds", 0, 600),
+            skip_wait_for_delete_timeout_seconds=read.integer("skip_wait_for_delete_timeout_seconds", 0, 24 * 3600),
             ignore_window=read.boolean("ignore_window"),
             dry_run=read.boolean("dry_run"),
         )

@@ -248,6 +248,17 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
     return True
 
 
+def _drain_options(params: NodeReplacementParams, node: Mapping[str, Any] | None) -> drain_rules.DrainOptions:
+    """The drain rules for one node: the form's choices, and whether its kubelet is gone."""
+    return drain_rules.DrainOptions(
+        params.delete_emptydir_data,
+        params.force_unmanaged_pods,
+        skip_wait_for_delete_timeout_seconds=params.skip_wait_for_delete_timeout_seconds,
+        node_unreachable=node is not None and not is_node_ready(node),
+        now=_now(),
+    )
+
+
 def _drain_deadline(node: Mapping[str, Any], timeout: int) -> dt.datetime:
     stamp = (node["metadata"].get("annotations") or {}).get(CORDONED_AT_ANNOTATION)
     started = dt.datetime.fromisoformat(stamp) if stamp else _now()
@@ -263,7 +274,6 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     """
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
-    opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
     all_done = True
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
@@ -271,7 +281,15 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
             continue  # gone already (an earlier try terminated it): nothing to drain
         deadline = _drain_deadline(node, params.drain_timeout_seconds)
         wait = max(0.0, min(DRAIN_WAIT_PER_POKE_SECONDS, (deadline - _now()).total_seconds()))
+        opts = _drain_options(params, node)
+        if opts.node_unreachable:
+            # No kubelet: nothing on the node will change, so there is nothing to watch; the next
+            # poke judges its pods again (those past the grace go to the pod GC).
+            wait = 0.0
+            log.warning("%s is not Ready (its kubelet is gone?): pods terminating %ds past their grace are left to the pod GC", planned.name, params.skip_wait_for_delete_timeout_seconds)
         result = drain_pass(rt.kube, planned.name, opts, params.pod_grace_period_seconds, wait)
+        for decision in result.left_to_gc:
+            log.info("%s: %s", decision.ref, decision.reason)
         if result.refusal or result.error:
             fail(result.refusal or result.error or "")
         for decision in result.evicted:
@@ -294,9 +312,8 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
 def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> dict[str, Any]:
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
-    opts = drain_rules.DrainOptions(params.delete_emptydir_data, params.force_unmanaged_pods)
     states = rt.cloud.instance_states([n.instance_id for n in batch])
-    terminated, already_gone = [], []
+    terminated, already_gone, left_to_gc = [], [], []
     for planned in batch:
         state = states[planned.instance_id]
         target = f"instance/{planned.instance_id}"
@@ -314,12 +331,16 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             # Whatever the drain task's state says (it may have been marked successful by hand):
             # a node with pods a drain would evict is not terminated.
             on_node, _ = rt.kube.list(PODS, field_selector=f"spec.nodeName={planned.name}")
-            left = drain_rules.pods_left(drain_rules.decide_all(on_node, opts))
+            decisions = drain_rules.decide_all(on_node, _drain_options(params, node))
+            left = drain_rules.pods_left(decisions)
             if left:
                 fail(
                     f"node {planned.name} still has {len(left)} pod(s) a drain would evict "
                     f"({', '.join(d.ref for d in left[:10])}); not terminating it: the drain has not finished"
                 )
+            for decision in drain_rules.left_to_gc(decisions):
+                rt.audit.record("leave-to-gc", decision.ref, before={"node": planned.name, "uid": decision.uid}, after="left to the pod garbage collector", why=decision.reason, batch=index + 1)
+                left_to_gc.append(decision.ref)
             rt.kube.patch(NODES, planned.name, {"metadata": {"annotations": {TERMINATING_ANNOTATION: planned.instance_id}}}, content_type=STRATEGIC_MERGE_PATCH)
         # In place: the group replaces the instance. After a surge the replacement already runs,
         # so the group shrinks back to the size the plan saw.
@@ -335,7 +356,7 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             activity=activity.get("ActivityId"),
         )
         terminated.append(planned.instance_id)
-    return {"terminated": terminated, "already_gone": already_gone, "at": _now().isoformat()}
+    return {"terminated": terminated, "already_gone": already_gone, "left_to_gc": left_to_gc, "at": _now().isoformat()}
 
 
 def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
@@ -405,15 +426,18 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     surge_left = _report_surge_left(rt, the_plan) if raw.get("surge") is True and not dry_run else {}
     released = drop_lock(rt, dry_run)
     terminated: list[str] = []
+    left_to_gc: list[str] = []
     for index in range(len(the_plan.batches)):
         result = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
         terminated += result.get("terminated", []) + result.get("already_gone", [])
+        left_to_gc += result.get("left_to_gc", [])
     replaced = [n.name for n in the_plan.nodes if n.instance_id in set(terminated)]
     summary = {
         "planned": [n.name for n in the_plan.nodes],
         "replaced": replaced,
         "not_replaced": [n.name for n in the_plan.nodes if n.name not in replaced],
         "restored": restored,
+        "pods_left_to_gc": left_to_gc,
         "surge_left": surge_left,
         "lock_released": released,
     }

@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 from sandbox.aws import NodeGroup
+from sandbox.controllers.nodes import mark_node_not_ready
 from sandbox.monitor import WRITE_VERBS
 from sandbox.resources import DEPLOYMENTS, NODES, PDBS, PODS
 from sandbox.scenario import ClusterPlan, World, start_world
@@ -140,6 +141,35 @@ def test_pods_a_drain_would_lose_fail_the_run_before_anything_is_cordoned(dag_ru
     assert result.state == "failed" and "preflight" in result.failed_tasks()
     assert f"pod/{bare['metadata']['namespace']}/{bare['metadata']['name']}: not managed by a controller" in result.text()
     assert [r for r in writes_since(world, "staging", seq) if r.resource == "nodes"] == []
+
+
+def test_a_node_whose_kubelet_died_is_replaced_and_its_stuck_pods_left_to_the_pod_gc(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    managed = lambda p: (p["metadata"].get("ownerReferences") or [{}])[0].get("kind") not in (None, "DaemonSet")  # noqa: E731
+    victim = max(
+        (n["metadata"]["name"] for n in store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"),
+        key=lambda name: sum(1 for p in store.pods_on_node(name) if managed(p)),
+    )
+    stranded = {f"pod/{p['metadata']['namespace']}/{p['metadata']['name']}" for p in store.pods_on_node(victim) if managed(p)}
+    assert stranded, "the dead node carries workload pods"
+    instance = store.get(NODES, None, victim)["spec"]["providerID"].rsplit("/", 1)[-1]
+    mark_node_not_ready(staging, victim)  # the kubelet stopped: Ready=Unknown, nothing on the node moves any more
+
+    result = dag_runner.run(
+        DAG_FILE,
+        DAG_ID,
+        {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "pod_grace_period_seconds": 1, "skip_wait_for_delete_timeout_seconds": 2, "drain_timeout_seconds": 60},
+    )
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert instance_states(world, "staging")[instance] in ("shutting-down", "terminated")
+    left = {line["target"] for line in result.audit if line["action"] == "leave-to-gc"}
+    assert left and left <= stranded, (left, stranded)
+    assert all("not Ready" in line["detail"]["why"] for line in result.audit if line["action"] == "leave-to-gc")
+    summary = next(line for line in result.audit if line["action"] == "summary")["after"]
+    assert summary["replaced"] == [victim] and set(summary["pods_left_to_gc"]) == left
+    assert staging.wait_for(lambda: victim not in node_names(world), timeout=30)
+    assert staging.wait_for(lambda: all_available(world) == [], timeout=60), all_available(world)
 
 
 def test_a_dry_run_shows_what_would_stop_a_real_run_and_succeeds(dag_runner: DagRunner, world: World) -> None:

@@ -59,3 +59,31 @@ def test_blocking_budget_reads_the_429_status() -> None:
     }
     assert d.blocking_budget(status) == "PodDisruptionBudget web (needs 3 healthy, has 3, disruptionsAllowed=0)"
     assert "disruption budget" in d.blocking_budget({"message": "Cannot evict pod as it would violate the pod's disruption budget."})
+
+
+def test_pods_terminating_on_a_dead_node_past_the_grace_are_left_to_the_pod_gc() -> None:
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
+    # deletionTimestamp is when the pod's grace period ends; the drain waits 120 s more at most.
+    long_ago = pod("stuck", metadata={"deletionTimestamp": "2026-11-30T11:57:00Z"})
+    just_now = pod("fresh", metadata={"deletionTimestamp": "2026-11-30T11:59:30Z"})
+    dead = d.DrainOptions(skip_wait_for_delete_timeout_seconds=120, node_unreachable=True, now=now)
+    assert d.decide(long_ago, dead).action == d.GC and "pod garbage collector" in d.decide(long_ago, dead).reason
+    assert d.decide(just_now, dead).action == d.WAIT
+    # A Ready node's kubelet finishes its pods: its drain waits for every one, as kubectl's does by default.
+    alive = d.DrainOptions(skip_wait_for_delete_timeout_seconds=120, node_unreachable=False, now=now)
+    assert d.decide(long_ago, alive).action == d.WAIT
+    # A pod still Ready on a dead node is evicted and waited for like any other; an unready one is
+    # evicted if its budget allows, else left to the GC: it serves nothing, its budget counts it
+    # unhealthy already, so it neither keeps the drain waiting nor the instance from terminating.
+    ready = pod("web", status={"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    unready = pod("db", status={"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]})
+    assert d.decide(ready, dead).action == d.EVICT and d.decide(unready, dead).action == d.EVICT_OR_GC
+    assert d.decide(unready, alive).action == d.EVICT
+    decisions = d.decide_all([long_ago, just_now, ready, unready], dead)
+    assert [x.name for x in d.pods_left(decisions)] == ["fresh", "web"]
+    assert [x.name for x in d.evictable(decisions)] == ["db", "web"]
+    assert sorted(x.name for x in d.left_to_gc(decisions)) == ["db", "stuck"]
+    # An unmanaged pod is refused on a dead node too: the form's choice still decides.
+    assert d.decide(pod("bare", owner=None), dead).action == d.REFUSE
