@@ -214,6 +214,7 @@ def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], **context
     """One poke: True once no pod of the group's deleted Jobs is left (list+watch per namespace)."""
     label_map_index(deletion.get("namespaces"))
     params, rt = _params(cluster_name, context)
+    renew_lock(rt)
     uids_by_namespace: dict[str, set[str]] = {}
     for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
         uids_by_namespace.setdefault(entry["namespace"], set()).add(entry["uid"])

@@ -15,6 +15,9 @@ from .k8s import LEASES, KubeApiError, KubeClient
 LOCK_NAME = "kube-maintenance-lock"
 LOCK_NAMESPACE = "default"
 LOCK_TARGET = f"lease/{LOCK_NAMESPACE}/{LOCK_NAME}"  # as audit lines name it
+# Short: a run that dies frees its cluster within minutes. Every poke and every step that changes
+# something renews it (a poke lasts a minute at most), and a step that finds it lapsed stops.
+LEASE_DURATION_SECONDS = 600
 
 
 class ClusterBusy(RuntimeError):
@@ -44,7 +47,7 @@ class ClusterLock:
     client: KubeClient
     holder: str  # "<dag_id>/<run_id>": a re-run of the same run finds its own lock
     namespace: str = LOCK_NAMESPACE
-    duration_seconds: int = 6 * 3600
+    duration_seconds: int = LEASE_DURATION_SECONDS
 
     def _spec(self, now: dt.datetime, acquire: str | None = None) -> dict[str, Any]:
         return {
@@ -102,7 +105,15 @@ class ClusterLock:
         return lease
 
     def renew(self) -> None:
+        """Before a change: still ours and still alive, or ClusterBusy. A lapsed lease is not taken
+        back: between its expiry and now another operation may have believed the cluster free."""
         lease = self._ours_or_busy()
+        if lease_expired(lease, dt.datetime.now(dt.timezone.utc)):
+            spec = lease.get("spec") or {}
+            raise ClusterBusy(
+                f"the maintenance lock on {self.client.cluster} lapsed (renewed {spec.get('renewTime')}, lasts "
+                f"{spec.get('leaseDurationSeconds')}s): stopping before any further change; run again to take it anew"
+            )
         try:
             self._write(lease, self._spec(dt.datetime.now(dt.timezone.utc), lease["spec"].get("acquireTime")))
         except KubeApiError as err:

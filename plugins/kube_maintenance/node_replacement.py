@@ -216,6 +216,7 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
         skip("dry run")
     the_plan = _plan_from(context)
     batch = _batch(context, index)
+    renew_lock(rt)
     if not params.ignore_window:
         # The first step of a batch: a batch may take its whole drain and boot allowance, so
         # start none the window cannot fit.
@@ -274,6 +275,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     """
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
+    renew_lock(rt)
     all_done = True
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
@@ -312,6 +314,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
 def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> dict[str, Any]:
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
+    renew_lock(rt)
     states = rt.cloud.instance_states([n.instance_id for n in batch])
     terminated, already_gone, left_to_gc = [], [], []
     for planned in batch:
@@ -364,6 +367,7 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
     params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
     batch = _batch(context, index)
+    renew_lock(rt)
     replaced = {n.instance_id for b in the_plan.batches[: index + 1] for n in b}
     groups = sorted({n.asg for n in batch if n.asg})
     nodes, _ = rt.kube.list(NODES)
@@ -393,6 +397,7 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
     """Healthy twice, some seconds apart (as kops validates), before the next batch starts."""
     params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
+    renew_lock(rt)
     replaced = {n.name for b in the_plan.batches[: index + 1] for n in b}
     for attempt in range(2):
         if attempt:

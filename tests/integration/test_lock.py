@@ -50,3 +50,16 @@ def test_a_renewal_racing_another_task_of_the_same_run_is_fine_but_a_lost_lock_i
     api_cluster.store.mutate(LEASES, "default", LOCK_NAME, lambda l: l["spec"].update(holderIdentity="someone-else"))
     with pytest.raises(ClusterBusy, match="lost the maintenance lock"):
         lock.renew()
+
+
+def test_a_lapsed_lock_is_not_renewed_even_when_nobody_took_it(api_cluster: SandboxCluster, kube: KubeClient) -> None:
+    lock = ClusterLock(kube, "node_replacement__api/run-4")
+    lock.acquire()
+    lease = api_cluster.store.get(LEASES, "default", LOCK_NAME)
+    assert lease["spec"]["leaseDurationSeconds"] == 600, "minutes, not hours: a dead run frees its cluster soon"
+    lapsed = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=601)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api_cluster.store.mutate(LEASES, "default", LOCK_NAME, lambda l: l["spec"].update(renewTime=lapsed))
+    with pytest.raises(ClusterBusy, match="lapsed"):
+        lock.renew()
+    # Another operation may take it now; a re-run of ours takes it anew when it is free.
+    assert ClusterLock(kube, "rollout_restart__api/run-10").acquire() == "taken-over"

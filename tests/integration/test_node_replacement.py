@@ -1,7 +1,9 @@
 """Rolling node replacement, whole DAG runs against the sandbox through real Airflow connections."""
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +14,8 @@ from sandbox.aws import NodeGroup
 from sandbox.controllers.nodes import mark_node_not_ready
 from sandbox.monitor import WRITE_VERBS
 from sandbox.resources import DEPLOYMENTS, NODES, PDBS, PODS
+
+LEASES = "leases.coordination.k8s.io"
 from sandbox.scenario import ClusterPlan, World, start_world
 
 from harness import DagRunner, fast_world_config
@@ -170,6 +174,46 @@ def test_a_node_whose_kubelet_died_is_replaced_and_its_stuck_pods_left_to_the_po
     assert summary["replaced"] == [victim] and set(summary["pods_left_to_gc"]) == left
     assert staging.wait_for(lambda: victim not in node_names(world), timeout=30)
     assert staging.wait_for(lambda: all_available(world) == [], timeout=60), all_available(world)
+
+
+def test_a_lock_that_lapses_mid_drain_stops_the_run_before_its_next_change(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    pdb = next(p for p in store.iter(PDBS))
+    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
+    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})  # the drain goes on and on
+    lapsed_at: dict[str, int] = {}
+
+    def lapse_the_lock_once_draining() -> None:
+        # As if the run stalled past the lease (a scheduler outage): its renewTime is 11 minutes old.
+        refused = lambda: any(r.resource == "pods/eviction" and r.code == 429 for r in staging.requests.since(0))  # noqa: E731
+        if not staging.wait_for(refused, timeout=60):
+            return
+        # Between two polls of the drain (a poll renews the lock first, then acts): no request for a while.
+        while True:
+            seen = len(staging.requests)
+            time.sleep(0.4)
+            if len(staging.requests) == seen:
+                break
+        old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=11)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lapsed_at["seq"] = len(staging.requests)
+        store.mutate(LEASES, "default", "kube-maintenance-lock", lambda lease: lease["spec"].update(renewTime=old))
+
+    instances_before = instance_states(world, "staging")
+    lapser = threading.Thread(target=lapse_the_lock_once_draining, daemon=True)
+    lapser.start()
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 600})
+    lapser.join()
+    assert result.state == "failed" and result.failed_tasks() == ["batch_01.drain", "cleanup"], result.failed_tasks()
+    assert "maintenance lock on staging lapsed" in result.text()
+    after = [r for r in staging.requests.since(lapsed_at["seq"]) if r.verb in WRITE_VERBS]
+    assert [r for r in after if r.resource == "pods/eviction"] == [], "no eviction after the lock lapsed"
+    # Only the cleanup wrote: it restores the node it cordoned (it needs no lock for that) and drops
+    # the lapsed Lease, still this run's (one another run had taken would be left alone).
+    assert {(r.verb, r.resource) for r in after} <= {("patch", "nodes"), ("delete", "leases")}, after
+    assert not store.get(NODES, None, victim)["spec"].get("unschedulable")
+    assert instance_states(world, "staging") == instances_before, "nothing terminated"
 
 
 def test_a_dry_run_shows_what_would_stop_a_real_run_and_succeeds(dag_runner: DagRunner, world: World) -> None:
