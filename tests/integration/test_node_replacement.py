@@ -379,6 +379,32 @@ def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner:
     assert len(uncordon) == 1 and uncordon[0]["after"] == "unschedulable (cordoned before the run)"
 
 
+def test_a_hand_cordon_made_after_the_plan_survives_the_cleanup(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    pdb = next(p for p in store.iter(PDBS))
+    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
+    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+    assert not store.get(NODES, None, victim)["spec"].get("unschedulable"), "schedulable when the plan looks at it"
+    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
+
+    def cordon_by_hand_once_planned() -> None:
+        # Someone cordons the node while the run is past its plan (the Lease is taken in preflight).
+        if staging.wait_for(lambda: store.try_get(LEASES, "default", "kube-maintenance-lock") is not None, timeout=60):
+            store.mutate(NODES, None, victim, lambda n: n["spec"].update(unschedulable=True))
+
+    hand = threading.Thread(target=cordon_by_hand_once_planned, daemon=True)
+    hand.start()
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
+    hand.join()
+    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks(), result.failed_tasks()
+    cordon = next(line for line in result.audit if line["action"] == "cordon")
+    assert cordon["before"] == "unschedulable", "the cordon step saw the hand cordon"
+    node = store.get(NODES, None, victim)
+    assert node["spec"].get("unschedulable") is True, "left cordoned, as the person who cordoned it wanted"
+    assert not any(k.startswith("kube-maintenance.io/") for k in node["metadata"].get("annotations") or {})
+
+
 def test_a_cordon_left_by_an_earlier_run_is_taken_over_and_rolled_back(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     store = staging.store
