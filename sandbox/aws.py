@@ -142,10 +142,15 @@ def _make_moto_launch_like_aws() -> None:
       region; EC2 names it ``ip-10-0-1-4.eu-west-1.compute.internal`` outside us-east-1, and the
       kubelet names its Node after that.
 
-    The moto server runs in this process, so wrapping the one launch method fixes both for every
+    - moto reports an instance's launch template version as the group's template's *current*
+      default at the time of the question; AWS records the version the instance was launched
+      from (the group's version, "$Latest" or "$Default" resolved then), which is how drifted
+      instances are told apart.
+
+    The moto server runs in this process, so wrapping the one launch method fixes these for every
     group. Applied once; idempotent.
     """
-    from moto.autoscaling.models import FakeAutoScalingGroup
+    from moto.autoscaling.models import FakeAutoScalingGroup, InstanceState
 
     original = FakeAutoScalingGroup.replace_autoscaling_group_instances
     if getattr(original, "_sandbox_balanced", False):
@@ -169,12 +174,27 @@ def _make_moto_launch_like_aws() -> None:
             finally:
                 group.vpc_zone_identifier = identifier
         region = group.autoscaling_backend.region_name
+        template = group.ec2_launch_template
+        launched_from = None
+        if template is not None:
+            launched_from = {
+                "LaunchTemplateId": template.id,
+                "LaunchTemplateName": template.name,
+                "Version": str(template.get_version(group.provided_launch_template_version or "$Default").number),
+            }
         for state in group.instance_states:
             if id(state) not in known:
                 state.instance.region_name = region
+                state.sandbox_launched_from = launched_from
 
     launch_balanced._sandbox_balanced = True  # type: ignore[attr-defined]
     FakeAutoScalingGroup.replace_autoscaling_group_instances = launch_balanced  # type: ignore[method-assign]
+    reported = InstanceState.launch_template
+
+    def launch_template_launched_from(state: Any) -> Any:
+        return getattr(state, "sandbox_launched_from", None) or reported.fget(state)
+
+    InstanceState.launch_template = property(launch_template_launched_from)  # type: ignore[assignment,method-assign]
 
 
 # ------------------------------------------------------------------------------------ provisioning

@@ -87,6 +87,68 @@ class Cloud:
         self.calls += 1
         self.autoscaling.set_desired_capacity(AutoScalingGroupName=group_name, DesiredCapacity=desired, HonorCooldown=False)
 
+    def drift(self, instance_ids: list[str]) -> dict[str, list[str]]:
+        """For each instance in an Auto Scaling group: how it differs from what the group launches
+        now (empty: up to date). Instances outside any group are left out."""
+        from .drift import GroupTemplate, LaunchedInstance, drift_reasons
+
+        launched: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(instance_ids), 50):  # DescribeAutoScalingInstances takes at most 50 ids
+            self.calls += 1
+            for inst in self.autoscaling.describe_auto_scaling_instances(InstanceIds=instance_ids[i : i + 50]).get("AutoScalingInstances", []):
+                launched[inst["InstanceId"]] = inst
+        if not launched:
+            return {}
+        ec2_facts: dict[str, dict[str, Any]] = {}
+        self.calls += 1
+        for page in self.ec2.get_paginator("describe_instances").paginate(InstanceIds=sorted(launched)):
+            for reservation in page.get("Reservations", []):
+                for inst in reservation.get("Instances", []):
+                    ec2_facts[inst["InstanceId"]] = inst
+        groups = {name: self._group_template(info) for name, info in self.groups(sorted({i["AutoScalingGroupName"] for i in launched.values()})).items()}
+        out = {}
+        for instance_id, inst in launched.items():
+            template = inst.get("LaunchTemplate") or {}
+            facts = ec2_facts.get(instance_id, {})
+            instance = LaunchedInstance(template.get("LaunchTemplateId"), template.get("Version"), facts.get("ImageId"), facts.get("InstanceType"))
+            out[instance_id] = drift_reasons(instance, groups.get(inst["AutoScalingGroupName"], GroupTemplate(None, None, None, None)))
+        return out
+
+    def _group_template(self, group: dict[str, Any]) -> Any:
+        """What a group launches now: its template, the version "$Latest"/"$Default" resolve to, and
+        that version's AMI and instance type (none when the group mixes instance types)."""
+        from .drift import GroupTemplate
+
+        mixed = group.get("MixedInstancesPolicy") or {}
+        spec = group.get("LaunchTemplate") or (mixed.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification") or {}
+        template_id = spec.get("LaunchTemplateId")
+        if not template_id:
+            return GroupTemplate(None, None, None, None)  # a launch configuration, or nothing to compare
+        self.calls += 2
+        template = self.ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0]
+        wanted = str(spec.get("Version") or "$Default")
+        number = {"$latest": template["LatestVersionNumber"], "$default": template["DefaultVersionNumber"]}.get(wanted.lower(), wanted)
+        data = self.ec2.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=[str(number)])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        overrides = (mixed.get("LaunchTemplate") or {}).get("Overrides")
+        return GroupTemplate(template_id, str(number), data.get("ImageId"), None if overrides else data.get("InstanceType"))
+
+    def suspend_processes(self, group_name: str, processes: list[str]) -> None:
+        self.calls += 1
+        self.autoscaling.suspend_processes(AutoScalingGroupName=group_name, ScalingProcesses=processes)
+
+    def resume_processes(self, group_name: str, processes: list[str]) -> None:
+        self.calls += 1
+        self.autoscaling.resume_processes(AutoScalingGroupName=group_name, ScalingProcesses=processes)
+
+    def tag_group(self, group_name: str, key: str, value: str) -> None:
+        self.calls += 1
+        tag = {"ResourceId": group_name, "ResourceType": "auto-scaling-group", "Key": key, "Value": value, "PropagateAtLaunch": False}
+        self.autoscaling.create_or_update_tags(Tags=[tag])
+
+    def untag_group(self, group_name: str, key: str) -> None:
+        self.calls += 1
+        self.autoscaling.delete_tags(Tags=[{"ResourceId": group_name, "ResourceType": "auto-scaling-group", "Key": key}])
+
     def terminate_in_group(self, instance_id: str, decrement_desired: bool = False) -> dict[str, Any]:
         """Terminate an instance in its group: replaced (in place), or not (after a surge)."""
         self.calls += 1

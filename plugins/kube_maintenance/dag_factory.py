@@ -118,13 +118,41 @@ NODE_REPLACEMENT_FIELDS: tuple[FormField, ...] = (
     optional_selector("node_selector", "Node selector", "Replace only nodes with these labels (empty: every node).", "role=worker"),
     optional_names("node_names", "Node names", "Replace exactly these nodes (instead of the selector's choice)."),
     optional_names("exclude_nodes", "Nodes to leave alone", "Never replace these nodes."),
+    FormField(
+        "only_drifted",
+        "Only drifted nodes",
+        "Replace only nodes whose instance differs from what its Auto Scaling group launches now (launch template or its version, AMI, instance type), oldest first, within the other filters; the plan says what drifted for each.",
+        {"type": "boolean"},
+        SECTION_TARGET,
+    ),
+    FormField(
+        "leave_eks_managed_nodes",
+        "Leave EKS managed node groups to EKS",
+        "Skip nodes of EKS managed node groups (label eks.amazonaws.com/nodegroup): their updates belong to EKS. Karpenter's nodes are always left to Karpenter.",
+        {"type": "boolean"},
+        SECTION_TARGET,
+    ),
     FormField("min_node_age_hours", "Minimum node age (hours)", "Only nodes older than this many hours (0: any age).", {"type": "number", "minimum": 0}, SECTION_TARGET),
     FormField("max_nodes", "Most nodes", "Most nodes this run replaces, oldest first.", {"type": "integer", "minimum": 1, "maximum": 1000}, SECTION_TARGET),
     FormField("batch_size", "Batch size", "Most nodes out of service at once; batches run strictly one after another.", {"type": "integer", "minimum": 1, "maximum": 100}, SECTION_PACE),
     FormField("surge", "Surge", "Launch each batch's replacements before draining it (the group grows by the batch, then shrinks back); off: replace in place.", {"type": "boolean"}, SECTION_PACE),
     FormField("drain_timeout_seconds", "Drain timeout (s)", "Give up on a drain after this long: the run stops and the cleanup uncordons the batch.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
     FormField("replacement_timeout_seconds", "Replacement timeout (s)", "Fail if a replacement node is not Ready within this long of the termination.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
-    FormField("validation_interval_seconds", "Validation interval (s)", "Seconds between the two cluster health checks after each batch.", {"type": "integer", "minimum": 0, "maximum": 600}, SECTION_PACE),
+    FormField(
+        "validation_passes",
+        "Healthy checks in a row",
+        "After each batch the cluster must be healthy this many times in a row (Ready nodes, nothing stuck Pending, every workload that was available before the run available, kube-system's pods Ready).",
+        {"type": "integer", "minimum": 1, "maximum": 10},
+        SECTION_PACE,
+    ),
+    FormField("validation_interval_seconds", "Validation interval (s)", "Seconds between those health checks.", {"type": "integer", "minimum": 0, "maximum": 600}, SECTION_PACE),
+    FormField(
+        "validation_timeout_seconds",
+        "Validation timeout (s)",
+        "Fail the run, naming what is still unhealthy, if the cluster is not healthy this long after a batch's replacements joined.",
+        {"type": "integer", "minimum": 1, "maximum": 86400},
+        SECTION_PACE,
+    ),
     FormField("pod_grace_period_seconds", "Pod grace period (s)", "Override each evicted pod's termination grace period (empty: the pod's own).", {"type": ["null", "integer"], "minimum": 0, "maximum": 3600}, SECTION_SAFETY),
     FormField(
         "skip_wait_for_delete_timeout_seconds",
@@ -133,6 +161,13 @@ NODE_REPLACEMENT_FIELDS: tuple[FormField, ...] = (
         "pod garbage collector and the instance is terminated (kubectl drain --skip-wait-for-delete-timeout). A Ready node's drain "
         "always waits for every pod.",
         {"type": "integer", "minimum": 0, "maximum": 86400},
+        SECTION_SAFETY,
+    ),
+    FormField(
+        "include_control_plane",
+        "Include control-plane nodes",
+        "Replace control-plane nodes named in node_names (self-managed clusters); off: control-plane nodes are never selected.",
+        {"type": "boolean"},
         SECTION_SAFETY,
     ),
     FormField("delete_emptydir_data", "Evict pods with emptyDir", "Evict pods with emptyDir volumes (their data is lost). Off: such pods stop the run before any cordon.", {"type": "boolean"}, SECTION_SAFETY),
@@ -155,7 +190,7 @@ _NODE_TASK_DOCS = {
     "drain": "Evicts the batch's pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) and waits for them to go, up to the drain timeout. On a node that is not Ready, pods stuck terminating past the dead-node wait, and unready pods their budget will not let go, are left to the pod garbage collector.",
     "terminate": "Terminates each drained node's EC2 instance in its Auto Scaling group (desired capacity kept, or lowered back after a surge). Refuses a node that still has pods a drain would evict, whatever the drain task's state.",
     "wait_for_replacement": "Waits until each affected group has as many Ready nodes as before the run.",
-    "validate": "Checks the cluster is healthy twice, some seconds apart, before the next batch starts.",
+    "validate": "Checks the cluster is healthy several times in a row (Ready nodes, nothing stuck Pending, workloads that were available before the run available again, kube-system's pods Ready) before the next batch starts; fails after the validation timeout, naming what is wrong.",
 }
 
 

@@ -48,6 +48,45 @@ def unavailable_deployments(deployments: list[Mapping[str, Any]]) -> list[str]:
     return sorted(out)
 
 
+def unavailable_workloads(
+    deployments: list[Mapping[str, Any]] = (),  # type: ignore[assignment]
+    daemonsets: list[Mapping[str, Any]] = (),  # type: ignore[assignment]
+    statefulsets: list[Mapping[str, Any]] = (),  # type: ignore[assignment]
+) -> dict[str, str]:
+    """Workloads with fewer available pods than they ask for: "<kind>/<ns>/<name>" -> "have/want"."""
+    out: dict[str, str] = {}
+
+    def short(kind: str, obj: Mapping[str, Any], have: int, want: int) -> None:
+        if have < want:
+            out[f"{kind}/{obj['metadata'].get('namespace')}/{obj['metadata']['name']}"] = f"{have}/{want} available"
+
+    for d in deployments:
+        short("deployment", d, int(d.get("status", {}).get("availableReplicas") or 0), int(d.get("spec", {}).get("replicas", 1)))
+    for ds in daemonsets:
+        status = ds.get("status", {})
+        short("daemonset", ds, int(status.get("numberAvailable") or 0), int(status.get("desiredNumberScheduled") or 0))
+    for sts in statefulsets:
+        status = sts.get("status", {})
+        have = status.get("availableReplicas", status.get("readyReplicas"))
+        short("statefulset", sts, int(have or 0), int(sts.get("spec", {}).get("replicas", 1)))
+    return dict(sorted(out.items()))
+
+
+def unready_pods(pods: list[Mapping[str, Any]], now: dt.datetime, grace_seconds: float) -> list[str]:
+    """Running pods whose containers have not been Ready for longer than ``grace_seconds``."""
+    out = []
+    for p in pods:
+        if p.get("status", {}).get("phase") != "Running" or p["metadata"].get("deletionTimestamp"):
+            continue
+        ready = next((c for c in p.get("status", {}).get("conditions") or () if c.get("type") == "Ready"), None)
+        if ready is None or ready.get("status") == "True":
+            continue
+        since = ready.get("lastTransitionTime") or p["metadata"]["creationTimestamp"]
+        if (now - dt.datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds() > grace_seconds:
+            out.append(f"{p['metadata'].get('namespace')}/{p['metadata']['name']}")
+    return sorted(out)
+
+
 def preflight_report(
     nodes: list[Mapping[str, Any]],
     pods: list[Mapping[str, Any]],
@@ -77,11 +116,18 @@ def validation_report(
     replaced: set[str],
     now: dt.datetime,
     pending_grace_seconds: float,
+    *,
+    daemonsets: list[Mapping[str, Any]] = (),  # type: ignore[assignment]
+    statefulsets: list[Mapping[str, Any]] = (),  # type: ignore[assignment]
+    system_pods: list[Mapping[str, Any]] = (),  # type: ignore[assignment]
+    unavailable_before: frozenset[str] = frozenset(),
 ) -> HealthReport:
-    """After a batch: Ready nodes back to the count before, no stuck pods, Deployments available.
+    """After a batch: Ready nodes back to the count before, no stuck pods, workloads available.
 
     Nodes already replaced do not count even while they linger NotReady; a node someone cordoned
-    by hand still counts, as it did in the count taken before the run.
+    by hand still counts, as it did in the count taken before the run. A workload that was not
+    available before the run (``unavailable_before``) is noted, not waited for: this run did not
+    break it, and waiting on it would stop every maintenance.
     """
     report = HealthReport()
     ready = sum(1 for n in nodes if is_node_ready(n) and n["metadata"]["name"] not in replaced)
@@ -90,7 +136,14 @@ def validation_report(
     stuck = stuck_pending_pods(pods, now, pending_grace_seconds)
     if stuck:
         report.problems.append(f"pods Pending for over {pending_grace_seconds:.0f}s: {', '.join(stuck[:10])}")
-    unavailable = unavailable_deployments(deployments)
-    if unavailable:
-        report.problems.append(f"Deployments not fully available: {', '.join(unavailable[:10])}")
+    unavailable = unavailable_workloads(deployments, daemonsets, statefulsets)
+    broken_before = {ref: why for ref, why in unavailable.items() if ref in unavailable_before}
+    if broken_before:
+        report.notes.append(f"not available before the run either (not waited for): {', '.join(f'{r} ({w})' for r, w in list(broken_before.items())[:10])}")
+    now_broken = [f"{ref} ({why})" for ref, why in unavailable.items() if ref not in unavailable_before]
+    if now_broken:
+        report.problems.append(f"workloads not fully available: {', '.join(now_broken[:10])}")
+    system = unready_pods(system_pods, now, pending_grace_seconds)
+    if system:
+        report.problems.append(f"kube-system pods not Ready for over {pending_grace_seconds:.0f}s: {', '.join(system[:10])}")
     return report

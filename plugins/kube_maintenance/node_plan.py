@@ -30,6 +30,11 @@ class NodeReplacementParams:
     force_unmanaged_pods: bool = False
     replacement_timeout_seconds: int = 900
     validation_interval_seconds: int = 10
+    validation_passes: int = 2  # consecutive healthy checks after a batch (kops validates twice)
+    validation_timeout_seconds: int = 1800  # after the replacements are Ready
+    include_control_plane: bool = False  # control-plane nodes are replaced only when named and this is on
+    leave_eks_managed_nodes: bool = False  # nodes of EKS managed node groups left to EKS's own updates
+    only_drifted: bool = False  # only nodes whose instance differs from what its group launches now
     # On a node that is not Ready: how long after their grace period pods still terminating are
     # waited for before they are left to the pod GC (kubectl drain --skip-wait-for-delete-timeout).
     skip_wait_for_delete_timeout_seconds: int = 120
@@ -54,7 +59,12 @@ class NodeReplacementParams:
             force_unmanaged_pods=read.boolean("force_unmanaged_pods"),
             replacement_timeout_seconds=read.integer("replacement_timeout_seconds", 1, 24 * 3600),
             validation_interval_seconds=read.integer("validation_interval_seconds", 0, 600),
+            validation_passes=read.integer("validation_passes", 1, 10),
+            validation_timeout_seconds=read.integer("validation_timeout_seconds", 1, 24 * 3600),
             skip_wait_for_delete_timeout_seconds=read.integer("skip_wait_for_delete_timeout_seconds", 0, 24 * 3600),
+            include_control_plane=read.boolean("include_control_plane"),
+            leave_eks_managed_nodes=read.boolean("leave_eks_managed_nodes"),
+            only_drifted=read.boolean("only_drifted"),
             ignore_window=read.boolean("ignore_window"),
             dry_run=read.boolean("dry_run"),
         )
@@ -72,6 +82,7 @@ class PlannedNode:
     created: str
     cordoned_before_run: bool
     asg: str | None = None
+    drift: str = ""  # how its instance differs from what its group launches now (only_drifted runs)
 
 
 @dataclass
@@ -81,6 +92,8 @@ class Plan:
     ready_nodes_before: int = 0
     ready_by_group_before: dict[str, int] = field(default_factory=dict)
     desired_by_group_before: dict[str, int] = field(default_factory=dict)
+    instances_by_group_before: dict[str, list[str]] = field(default_factory=dict)  # to tell new nodes apart
+    unavailable_before: list[str] = field(default_factory=list)  # workloads already short before the run
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -89,6 +102,8 @@ class Plan:
             "ready_nodes_before": self.ready_nodes_before,
             "ready_by_group_before": self.ready_by_group_before,
             "desired_by_group_before": self.desired_by_group_before,
+            "instances_by_group_before": self.instances_by_group_before,
+            "unavailable_before": self.unavailable_before,
         }
 
     @classmethod
@@ -99,6 +114,8 @@ class Plan:
             ready_nodes_before=int(data.get("ready_nodes_before", 0)),
             ready_by_group_before=dict(data.get("ready_by_group_before") or {}),
             desired_by_group_before=dict(data.get("desired_by_group_before") or {}),
+            instances_by_group_before={g: list(i) for g, i in (data.get("instances_by_group_before") or {}).items()},
+            unavailable_before=list(data.get("unavailable_before") or ()),
         )
 
     @property
@@ -142,12 +159,38 @@ def _created(node: Mapping[str, Any]) -> dt.datetime:
     return dt.datetime.fromisoformat(node["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
 
 
-def plan_replacement(nodes: list[Mapping[str, Any]], params: NodeReplacementParams, now: dt.datetime, max_batches: int = 10) -> Plan:
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+KARPENTER_NODEPOOL_LABEL = "karpenter.sh/nodepool"
+EKS_NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+
+
+def not_ours_to_replace(node: Mapping[str, Any], params: NodeReplacementParams) -> str | None:
+    """Why a node is left to someone else, or None: the control plane, Karpenter's nodes, EKS's."""
+    labels = node["metadata"].get("labels") or {}
+    name = node["metadata"]["name"]
+    if any(label in labels for label in CONTROL_PLANE_LABELS) and not (params.include_control_plane and name in params.node_names):
+        return "a control-plane node: replaced only when named in node_names with include_control_plane on"
+    if KARPENTER_NODEPOOL_LABEL in labels:
+        return f"owned by Karpenter (NodePool {labels[KARPENTER_NODEPOOL_LABEL]}): Karpenter replaces its own nodes"
+    if EKS_NODEGROUP_LABEL in labels and params.leave_eks_managed_nodes:
+        return f"in EKS managed node group {labels[EKS_NODEGROUP_LABEL]}, left to EKS (leave_eks_managed_nodes)"
+    return None
+
+
+def plan_replacement(
+    nodes: list[Mapping[str, Any]],
+    params: NodeReplacementParams,
+    now: dt.datetime,
+    max_batches: int = 10,
+    unreplaceable: Mapping[str, str] | None = None,
+) -> Plan:
     """Which nodes to replace, oldest first, in batches of ``batch_size`` (at most ``max_batches``).
 
-    Raises ParamError for explicit node names that do not exist or cannot be replaced, so a typo
-    never silently shrinks the run.
+    ``unreplaceable``: nodes found out of reach elsewhere (no Auto Scaling group), with why; they
+    are skipped, and the plan takes others in their place. Raises ParamError for explicit node
+    names that do not exist or are refused here, so a typo never silently shrinks the run.
     """
+    unreplaceable = unreplaceable or {}
     by_name = {n["metadata"]["name"]: n for n in nodes}
     unknown = [n for n in params.node_names if n not in by_name]
     if unknown:
@@ -167,9 +210,13 @@ def plan_replacement(nodes: list[Mapping[str, Any]], params: NodeReplacementPara
             skipped[name] = f"younger than {params.min_node_age_hours:g}h"
         elif instance_of(node) is None:
             skipped[name] = f"spec.providerID {node.get('spec', {}).get('providerID')!r} is not an EC2 instance"
+        elif why := not_ours_to_replace(node, params):
+            skipped[name] = why
+        elif name in unreplaceable:
+            skipped[name] = unreplaceable[name]
         else:
             chosen.append(node)
-    bad_explicit = [n for n in params.node_names if n in skipped and n not in params.exclude_nodes]
+    bad_explicit = [n for n in params.node_names if n in skipped and n not in params.exclude_nodes and n not in unreplaceable]
     if bad_explicit:
         raise ParamError("node_names: cannot replace " + "; ".join(f"{n} ({skipped[n]})" for n in bad_explicit))
     chosen.sort(key=lambda n: (n["metadata"]["creationTimestamp"], n["metadata"]["name"]))

@@ -10,6 +10,7 @@ release the lock and summarise at the end. Every step is safe to retry or re-run
 """
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
 import time
@@ -17,8 +18,8 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from . import drain as drain_rules
-from .health import preflight_report, validation_report
-from .k8s import DEPLOYMENTS, NODES, PODS, STRATEGIC_MERGE_PATCH
+from .health import preflight_report, unavailable_workloads, validation_report
+from .k8s import DAEMONSETS, DEPLOYMENTS, NODES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH
 from .node_ops import drain_pass
 from .node_plan import (
     CORDONED_BY_ANNOTATION,
@@ -44,6 +45,16 @@ CORDONED_AT_ANNOTATION = "kube-maintenance.io/cordoned-at"
 UNSCHEDULABLE_BEFORE_ANNOTATION = "kube-maintenance.io/unschedulable-before"
 # Set just before the instance is terminated: the cleanup leaves such a node to its fate.
 TERMINATING_ANNOTATION = "kube-maintenance.io/terminating-instance"
+# The cluster autoscaler leaves a node with this annotation alone; the run marks the plan's nodes
+# and the new ones that join for it, and removes only the marks it added (SCALE_DOWN_MARKED_BY).
+SCALE_DOWN_DISABLED_ANNOTATION = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+SCALE_DOWN_MARKED_BY_ANNOTATION = "kube-maintenance.io/scale-down-disabled-by"
+# Auto Scaling processes that could replace or rebalance instances behind the run's back (Launch
+# and Terminate keep working: the replacements need them). What the run suspends is written on
+# the group itself (a tag: "<holder> <process,...>") so a retry, a cleanup or the next run after a
+# dead one resumes exactly that and nothing suspended before.
+SUSPENDED_PROCESSES = ("AZRebalance", "InstanceRefresh", "ScheduledActions")
+SUSPENDED_BY_TAG = "kube-maintenance.io/suspended-processes"
 PENDING_GRACE_SECONDS = 300.0
 # A poke watches evicted pods go for at most this long, then frees its worker slot.
 DRAIN_WAIT_PER_POKE_SECONDS = 60.0
@@ -79,16 +90,39 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
     begin_run(rt, params)
     now = _now()
     nodes, _ = rt.kube.list(NODES)
-    try:
-        the_plan = plan_replacement(nodes, params, now, max_batches)
-    except ParamError as exc:
-        fail(str(exc))
-    # Which Auto Scaling group each instance is in: needed to wait for the right replacement.
-    states = rt.cloud.instance_states([n.instance_id for n in the_plan.nodes])
-    not_in_group = [f"{n.name} ({n.instance_id})" for n in the_plan.nodes if states[n.instance_id].asg is None or states[n.instance_id].gone]
-    if not_in_group:
-        fail("cannot replace nodes whose instance is not running in an Auto Scaling group: " + ", ".join(not_in_group))
-    the_plan.batches = [[replace(n, asg=states[n.instance_id].asg) for n in batch] for batch in the_plan.batches]
+    # Which Auto Scaling group each instance is in (needed to wait for the right replacement). A
+    # node outside any is skipped with the reason and another takes its place: plan again, at most
+    # once per such node.
+    unreplaceable: dict[str, str] = {}
+    drifted: dict[str, list[str]] = {}
+    if params.only_drifted:
+        # Every node the filters allow, judged at once; those up to date are left alone.
+        everyone = len(nodes) or 1
+        try:
+            candidates = plan_replacement(nodes, replace(params, max_nodes=everyone, batch_size=everyone), now, 1)
+        except ParamError as exc:
+            fail(str(exc))
+        drifted = rt.cloud.drift([n.instance_id for n in candidates.nodes])
+        for n in candidates.nodes:
+            if n.instance_id in drifted and not drifted[n.instance_id]:
+                unreplaceable[n.name] = "not drifted: its instance is what its Auto Scaling group launches now"
+    states: dict[str, Any] = {}
+    while True:
+        try:
+            the_plan = plan_replacement(nodes, params, now, max_batches, unreplaceable)
+        except ParamError as exc:
+            fail(str(exc))
+        states.update(rt.cloud.instance_states([n.instance_id for n in the_plan.nodes if n.instance_id not in states]))
+        outside = {n.name: n.instance_id for n in the_plan.nodes if states[n.instance_id].asg is None or states[n.instance_id].gone}
+        if not outside:
+            break
+        for name, instance in outside.items():
+            unreplaceable[name] = f"instance {instance} is not running in an Auto Scaling group: nothing would replace it"
+    for name, why in sorted(unreplaceable.items()):
+        rt.audit.record("plan-skip", f"node/{name}", after="left alone", outcome="skipped", why=why)
+    the_plan.batches = [
+        [replace(n, asg=states[n.instance_id].asg, drift="; ".join(drifted.get(n.instance_id, []))) for n in batch] for batch in the_plan.batches
+    ]
     groups = sorted({n.asg for n in the_plan.nodes if n.asg})
     described = rt.cloud.groups(groups)
     ready_instances = _ready_instances(nodes)
@@ -96,6 +130,10 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
         g: sum(1 for i in described.get(g, {}).get("Instances", []) if i["InstanceId"] in ready_instances) for g in groups
     }
     the_plan.desired_by_group_before = {g: int(described.get(g, {}).get("DesiredCapacity", 0)) for g in groups}
+    the_plan.instances_by_group_before = {g: sorted(i["InstanceId"] for i in described.get(g, {}).get("Instances", [])) for g in groups}
+    the_plan.unavailable_before = sorted(unavailable_workloads(*_workloads(rt)))
+    if the_plan.unavailable_before:
+        log.info("not fully available before the run (validation will not wait for them): %s", ", ".join(the_plan.unavailable_before[:20]))
     if params.surge:
         problems = surge_problems(the_plan, {g: int(described.get(g, {}).get("MaxSize", 0)) for g in groups})
         if problems:
@@ -104,6 +142,8 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
         for node in batch:
             target = f"node/{node.name}"
             detail = {"batch": i, "instance": node.instance_id, "asg": node.asg, "created": node.created}
+            if node.drift:
+                detail["drift"] = node.drift
             rt.audit.record("plan-replace", target, before={"instance": node.instance_id}, after="replaced by its Auto Scaling group", outcome="planned", **detail)
     for name, why in sorted(the_plan.skipped.items()):
         log.info("not replacing %s: %s", name, why)
@@ -150,9 +190,80 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
         log.warning("a real run would stop in preflight:\n%s", "\n".join(stops))
         context["ti"].xcom_push(key="would_stop", value=stops)
     outcome = take_lock(rt, params.dry_run)
+    _suspend_autoscaling_processes(rt, sorted({n.asg for n in the_plan.nodes if n.asg}), params.dry_run)
     if params.dry_run:
         skip("dry run: plan logged, nothing changed" + ("; a real run would stop in preflight (see above)" if stops else ""))
+    _disable_scale_down(rt, [n.name for n in the_plan.nodes])
     return outcome
+
+
+def _suspend_autoscaling_processes(rt: TaskRuntime, groups: list[str], dry_run: bool) -> None:
+    """Suspend, for the run, the processes that could replace or rebalance instances behind it;
+    what was suspended before is left as it is (and never resumed by this run)."""
+    described = rt.cloud.groups(groups)
+    for group in groups:
+        info = described.get(group, {})
+        already = sorted(p["ProcessName"] for p in info.get("SuspendedProcesses") or ())
+        record = {t["Key"]: t["Value"] for t in info.get("Tags") or ()}.get(SUSPENDED_BY_TAG, "")
+        # A record is this run's (a retry) or a dead run's (this run holds the lock now): either
+        # way, what it lists is this run's to resume.
+        recorded = [p for p in record.partition(" ")[2].split(",") if p]
+        to_suspend = [p for p in SUSPENDED_PROCESSES if p not in already]
+        ours = sorted(set(recorded) | set(to_suspend))
+        left_alone = [p for p in already if p not in ours]
+        if not dry_run:
+            if ours and record != f"{rt.holder} {','.join(ours)}":
+                rt.cloud.tag_group(group, SUSPENDED_BY_TAG, f"{rt.holder} {','.join(ours)}")  # first the record, then the change
+            if to_suspend:
+                rt.cloud.suspend_processes(group, to_suspend)
+        rt.audit.record(
+            "suspend-processes", f"asg/{group}", before={"suspended": already}, after={"suspended": sorted(set(already) | set(ours))},
+            suspended_by_this_run=ours, suspended_before_and_left_alone=left_alone,
+        )
+
+
+def _resume_autoscaling_processes(rt: TaskRuntime, groups: list[str]) -> dict[str, list[str]]:
+    """Resume exactly what this run (or the dead run it took over from) suspended."""
+    resumed: dict[str, list[str]] = {}
+    described = rt.cloud.groups(groups)
+    for group in groups:
+        record = {t["Key"]: t["Value"] for t in described.get(group, {}).get("Tags") or ()}.get(SUSPENDED_BY_TAG, "")
+        holder, _, listed = record.partition(" ")
+        if holder != rt.holder:
+            continue  # not this run's record (none, or a later run's): nothing of ours to resume
+        ours = [p for p in listed.split(",") if p]
+        if ours:
+            rt.cloud.resume_processes(group, ours)
+        rt.cloud.untag_group(group, SUSPENDED_BY_TAG)
+        rt.audit.record("resume-processes", f"asg/{group}", before={"suspended_by_this_run": ours}, after="resumed")
+        resumed[group] = ours
+    return resumed
+
+
+def _disable_scale_down(rt: TaskRuntime, names: list[str]) -> None:
+    """Keep the cluster autoscaler away from these nodes while the run needs them; a mark someone
+    else put there stays theirs."""
+    for name in names:
+        node = rt.kube.get_or_none(NODES, name)
+        if node is None:
+            continue
+        annotations = node["metadata"].get("annotations") or {}
+        marked_by = annotations.get(SCALE_DOWN_MARKED_BY_ANNOTATION)
+        if marked_by == rt.holder:
+            continue  # marked by an earlier try of this run
+        if marked_by is None and annotations.get(SCALE_DOWN_DISABLED_ANNOTATION) == "true":
+            continue  # someone else's mark: left as it is, and never removed
+        # Unmarked, or marked by a run that died (this run holds the lock now): this run's mark.
+        patch = {"metadata": {"annotations": {SCALE_DOWN_DISABLED_ANNOTATION: "true", SCALE_DOWN_MARKED_BY_ANNOTATION: rt.holder}}}
+        rt.kube.patch(NODES, name, patch, content_type=STRATEGIC_MERGE_PATCH)
+        rt.audit.record("disable-scale-down", f"node/{name}", before=annotations.get(SCALE_DOWN_DISABLED_ANNOTATION), after="true")
+
+
+def _new_nodes(nodes: list[Mapping[str, Any]], the_plan: Plan, groups: list[str], group_instances: Mapping[str, list[Mapping[str, Any]]]) -> list[str]:
+    """Ready nodes whose instance joined these groups since the plan: surge and replacement nodes."""
+    before = {i for g in groups for i in the_plan.instances_by_group_before.get(g, [])}
+    joined = {i["InstanceId"] for g in groups for i in group_instances.get(g, []) if i["InstanceId"] not in before}
+    return sorted(n["metadata"]["name"] for n in nodes if is_node_ready(n) and (ids := instance_of(n)) and ids[1] in joined)
 
 
 # --------------------------------------------------------------------------------------------- batches
@@ -173,8 +284,10 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
     cordoned = []
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
-        if node is None:
-            rt.audit.record("cordon", f"node/{planned.name}", before="missing", after="missing", outcome="skipped")
+        if node is None or not _same_instance(node, planned):
+            # Gone, or EC2 gave its private DNS name to a new instance: not the node the plan chose.
+            found = "missing" if node is None else f"instance {_instance_id(node)}"
+            rt.audit.record("cordon", f"node/{planned.name}", before=found, after=found, outcome="skipped", planned_instance=planned.instance_id)
             continue
         annotations = node["metadata"].get("annotations") or {}
         if node.get("spec", {}).get("unschedulable") and annotations.get(CORDONED_BY_ANNOTATION) == rt.holder:
@@ -246,7 +359,17 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
     if waiting:
         log.info("waiting for surge nodes: %s", waiting)
         return False
+    _disable_scale_down(rt, _new_nodes(nodes, the_plan, sorted(extra), {g: described.get(g, {}).get("Instances", []) for g in extra}))
     return True
+
+
+def _instance_id(node: Mapping[str, Any]) -> str:
+    return (instance_of(node) or ("", ""))[1]
+
+
+def _same_instance(node: Mapping[str, Any], planned: PlannedNode) -> bool:
+    """Nodes are told apart by their instance (spec.providerID), not their name: EC2 reuses names."""
+    return _instance_id(node) == planned.instance_id
 
 
 def _drain_options(params: NodeReplacementParams, node: Mapping[str, Any] | None) -> drain_rules.DrainOptions:
@@ -276,11 +399,11 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
     renew_lock(rt)
-    all_done = True
+    passes: list[tuple[PlannedNode, dt.datetime, drain_rules.DrainOptions, float]] = []
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
-        if node is None:
-            continue  # gone already (an earlier try terminated it): nothing to drain
+        if node is None or not _same_instance(node, planned):
+            continue  # gone already (an earlier try terminated it), or the name is another instance's now
         deadline = _drain_deadline(node, params.drain_timeout_seconds)
         wait = max(0.0, min(DRAIN_WAIT_PER_POKE_SECONDS, (deadline - _now()).total_seconds()))
         opts = _drain_options(params, node)
@@ -289,7 +412,12 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
             # poke judges its pods again (those past the grace go to the pod GC).
             wait = 0.0
             log.warning("%s is not Ready (its kubelet is gone?): pods terminating %ds past their grace are left to the pod GC", planned.name, params.skip_wait_for_delete_timeout_seconds)
-        result = drain_pass(rt.kube, planned.name, opts, params.pod_grace_period_seconds, wait)
+        passes.append((planned, deadline, opts, wait))
+    # The batch's nodes drain at once: a poke lasts one node's wait, not the batch's sum.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(passes))) as pool:
+        results = list(pool.map(lambda p: drain_pass(rt.kube, p[0].name, p[2], params.pod_grace_period_seconds, p[3]), passes))
+    all_done = True
+    for (planned, deadline, _, _), result in zip(passes, results):
         for decision in result.left_to_gc:
             log.info("%s: %s", decision.ref, decision.reason)
         if result.refusal or result.error:
@@ -326,8 +454,8 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             already_gone.append(planned.instance_id)
             continue
         node = rt.kube.get_or_none(NODES, planned.name)
-        if node is not None and (instance_of(node) or ("", ""))[1] != planned.instance_id:
-            fail(f"node {planned.name} is now instance {instance_of(node)}, not {planned.instance_id} as planned; not terminating")
+        if node is not None and not _same_instance(node, planned):
+            fail(f"node {planned.name} is now instance {_instance_id(node)}, not {planned.instance_id} as planned; not terminating")
         if node is not None and not node.get("spec", {}).get("unschedulable"):
             fail(f"node {planned.name} is schedulable again (uncordoned since the drain?); not terminating it")
         if node is not None:
@@ -362,7 +490,7 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
     return {"terminated": terminated, "already_gone": already_gone, "left_to_gc": left_to_gc, "at": _now().isoformat()}
 
 
-def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
+def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> Any:
     """True once each affected group has as many Ready nodes as before, not counting replaced ones."""
     params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
@@ -389,27 +517,49 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
             )
         log.info("waiting for replacements: %s", missing)
         return False
+    _disable_scale_down(rt, _new_nodes(nodes, the_plan, groups, group_instances))
     log.info("replacements Ready in %s", ", ".join(groups))
-    return True
+    # When they were Ready: the validation's timeout counts from then.
+    from airflow.sdk import PokeReturnValue
+
+    return PokeReturnValue(is_done=True, xcom_value={"ready_at": _now().isoformat()})
+
+
+def _workloads(rt: TaskRuntime) -> tuple[list[Any], list[Any], list[Any]]:
+    """Every Deployment, DaemonSet and StatefulSet of the cluster (one list each)."""
+    return rt.kube.list(DEPLOYMENTS)[0], rt.kube.list(DAEMONSETS)[0], rt.kube.list(STATEFULSETS)[0]
 
 
 def validate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
-    """Healthy twice, some seconds apart (as kops validates), before the next batch starts."""
+    """Healthy ``validation_passes`` times in a row, some seconds apart (kops' model), before the
+    next batch starts: Ready nodes back to their count, nothing stuck Pending, every workload
+    that was available before the run available again, kube-system's pods Ready. Fails, naming
+    what is still wrong, ``validation_timeout_seconds`` after the replacements were Ready."""
     params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
     renew_lock(rt)
     replaced = {n.name for b in the_plan.batches[: index + 1] for n in b}
-    for attempt in range(2):
+    for attempt in range(params.validation_passes):
         if attempt:
             time.sleep(params.validation_interval_seconds)
         nodes, _ = rt.kube.list(NODES)
         pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
-        deployments, _ = rt.kube.list(DEPLOYMENTS)
-        report = validation_report(nodes, pods, deployments, the_plan.ready_nodes_before, replaced, _now(), PENDING_GRACE_SECONDS)
+        system_pods, _ = rt.kube.list(PODS, "kube-system")
+        deployments, daemonsets, statefulsets = _workloads(rt)
+        report = validation_report(
+            nodes, pods, deployments, the_plan.ready_nodes_before, replaced, _now(), PENDING_GRACE_SECONDS,
+            daemonsets=daemonsets, statefulsets=statefulsets, system_pods=system_pods, unavailable_before=frozenset(the_plan.unavailable_before),
+        )
+        for note in report.notes:
+            log.info(note)
         if not report.healthy:
-            log.info("not yet healthy after batch %d: %s", index + 1, report.summary())
+            ready = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.wait_for_replacement") or {}
+            since = dt.datetime.fromisoformat(ready["ready_at"]) if isinstance(ready, dict) and ready.get("ready_at") else _now()
+            if _now() > since + dt.timedelta(seconds=params.validation_timeout_seconds):
+                fail(f"the cluster is not healthy {params.validation_timeout_seconds}s after batch {index + 1}'s replacements joined: {report.summary()}; not starting the next batch")
+            log.info("not yet healthy after batch %d (pass %d of %d): %s", index + 1, attempt + 1, params.validation_passes, report.summary())
             return False
-    log.info("cluster healthy after batch %d", index + 1)
+    log.info("cluster healthy after batch %d (%d passes in a row)", index + 1, params.validation_passes)
     return True
 
 
@@ -428,7 +578,16 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     data = context["ti"].xcom_pull(task_ids="plan") or {}
     the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
     restored = [] if dry_run else _restore_cordoned_nodes(rt, the_plan)
+    unmarked = [] if dry_run else _remove_scale_down_marks(rt)
     surge_left = _report_surge_left(rt, the_plan) if raw.get("surge") is True and not dry_run else {}
+    resumed: dict[str, list[str]] = {}
+    resume_error = None
+    if not dry_run and the_plan.nodes:
+        try:
+            resumed = _resume_autoscaling_processes(rt, sorted({n.asg for n in the_plan.nodes if n.asg}))
+        except Exception as exc:  # noqa: BLE001 - report, release the lock, then fail (and retry) below
+            resume_error = f"could not resume the Auto Scaling processes this run suspended: {exc}"
+            log.error(resume_error)
     released = drop_lock(rt, dry_run)
     terminated: list[str] = []
     left_to_gc: list[str] = []
@@ -442,6 +601,8 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
         "replaced": replaced,
         "not_replaced": [n.name for n in the_plan.nodes if n.name not in replaced],
         "restored": restored,
+        "scale_down_marks_removed": unmarked,
+        "processes_resumed": resumed,
         "pods_left_to_gc": left_to_gc,
         "surge_left": surge_left,
         "lock_released": released,
@@ -450,6 +611,8 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     if would_stop:
         summary["a_real_run_would_stop"] = would_stop
     rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
+    if resume_error:
+        raise RuntimeError(resume_error)  # retried: the cleanup has retries of its own
     fail_if_steps_failed(context, f"restored {restored or 'no node'}, lock released: {released}")
     return summary
 
@@ -488,6 +651,21 @@ def _restore_cordoned_nodes(rt: TaskRuntime, the_plan: Plan) -> list[str]:
         rt.audit.record("uncordon", f"node/{name}", before="unschedulable", after=after)
         restored.append(name)
     return restored
+
+
+def _remove_scale_down_marks(rt: TaskRuntime) -> list[str]:
+    """Remove the cluster-autoscaler marks this run added (on plan, surge and replacement nodes)."""
+    nodes, _ = rt.kube.list(NODES)
+    removed = []
+    for node in nodes:
+        annotations = node["metadata"].get("annotations") or {}
+        if annotations.get(SCALE_DOWN_MARKED_BY_ANNOTATION) != rt.holder:
+            continue
+        patch = {"metadata": {"annotations": {SCALE_DOWN_DISABLED_ANNOTATION: None, SCALE_DOWN_MARKED_BY_ANNOTATION: None}}}
+        rt.kube.patch(NODES, node["metadata"]["name"], patch, content_type=STRATEGIC_MERGE_PATCH)
+        rt.audit.record("enable-scale-down", f"node/{node['metadata']['name']}", before="true", after=None)
+        removed.append(node["metadata"]["name"])
+    return removed
 
 
 def _report_surge_left(rt: TaskRuntime, the_plan: Plan) -> dict[str, int]:

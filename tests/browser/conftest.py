@@ -207,3 +207,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run last: their session-wide stack (a sandbox and four Airflow processes) then
+    starts after every other test and never runs beside them on these two cores."""
+    items[:] = [i for i in items if i.get_closest_marker("browser") is None] + [i for i in items if i.get_closest_marker("browser") is not None]

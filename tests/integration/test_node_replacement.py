@@ -60,6 +60,16 @@ def instance_states(world: World, cluster: str) -> dict[str, str]:
     return {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
 
 
+def block_a_pdb(world: World) -> str:
+    """Make the first PodDisruptionBudget refuse every eviction; the node carrying one of its pods
+    (whose drain then never ends)."""
+    staging = world.clusters["staging"].cluster
+    pdb = next(p for p in staging.store.iter(PDBS))
+    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
+    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
+    return next(p["spec"]["nodeName"] for p in staging.store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+
+
 def all_available(world: World, cluster: str = "staging") -> list[str]:
     store = world.clusters[cluster].cluster.store
     return [
@@ -155,7 +165,8 @@ def test_a_node_whose_kubelet_died_is_replaced_and_its_stuck_pods_left_to_the_po
         (n["metadata"]["name"] for n in store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"),
         key=lambda name: sum(1 for p in store.pods_on_node(name) if managed(p)),
     )
-    stranded = {f"pod/{p['metadata']['namespace']}/{p['metadata']['name']}" for p in store.pods_on_node(victim) if managed(p)}
+    daemon = lambda p: (p["metadata"].get("ownerReferences") or [{}])[0].get("kind") == "DaemonSet"  # noqa: E731
+    stranded = {f"pod/{p['metadata']['namespace']}/{p['metadata']['name']}" for p in store.pods_on_node(victim) if not daemon(p)}
     assert stranded, "the dead node carries workload pods"
     instance = store.get(NODES, None, victim)["spec"]["providerID"].rsplit("/", 1)[-1]
     mark_node_not_ready(staging, victim)  # the kubelet stopped: Ready=Unknown, nothing on the node moves any more
@@ -179,10 +190,7 @@ def test_a_node_whose_kubelet_died_is_replaced_and_its_stuck_pods_left_to_the_po
 def test_a_lock_that_lapses_mid_drain_stops_the_run_before_its_next_change(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     store = staging.store
-    pdb = next(p for p in store.iter(PDBS))
-    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
-    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
-    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})  # the drain goes on and on
+    victim = block_a_pdb(world)
     lapsed_at: dict[str, int] = {}
 
     def lapse_the_lock_once_draining() -> None:
@@ -214,6 +222,93 @@ def test_a_lock_that_lapses_mid_drain_stops_the_run_before_its_next_change(dag_r
     assert {(r.verb, r.resource) for r in after} <= {("patch", "nodes"), ("delete", "leases")}, after
     assert not store.get(NODES, None, victim)["spec"].get("unschedulable")
     assert instance_states(world, "staging") == instances_before, "nothing terminated"
+
+
+def test_auto_scaling_and_the_cluster_autoscaler_are_held_off_during_a_run_and_restored_after_a_failed_one(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    victim = block_a_pdb(world)
+    other = next(n["metadata"]["name"] for n in store.iter(NODES) if n["metadata"]["name"] != victim and n["metadata"]["labels"].get("workload-type") == "general")
+    # Someone keeps the autoscaler off `other` for reasons of their own, and paused alarm scaling.
+    store.mutate(NODES, None, other, lambda n: n["metadata"].setdefault("annotations", {}).update({"cluster-autoscaler.kubernetes.io/scale-down-disabled": "true"}))
+    autoscaling = boto3.client("autoscaling", region_name=world.region("staging"), endpoint_url=world.moto_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    groups = sorted({g["AutoScalingGroupName"] for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]})
+    for group in groups:
+        autoscaling.suspend_processes(AutoScalingGroupName=group, ScalingProcesses=["AlarmNotification"])
+
+    def suspended() -> dict[str, set[str]]:
+        return {g["AutoScalingGroupName"]: {p["ProcessName"] for p in g["SuspendedProcesses"]} for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]}
+
+    def marks() -> dict[str, str | None]:
+        return {name: (store.get(NODES, None, name)["metadata"].get("annotations") or {}).get("cluster-autoscaler.kubernetes.io/scale-down-disabled") for name in (victim, other)}
+
+    during: dict[str, object] = {}
+
+    def look_while_draining() -> None:
+        if staging.wait_for(lambda: any(r.resource == "pods/eviction" and r.code == 429 for r in staging.requests.since(0)), timeout=60):
+            during.update(suspended=suspended(), marks=marks())
+
+    looker = threading.Thread(target=look_while_draining, daemon=True)
+    looker.start()
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim, other], "batch_size": 2, "drain_timeout_seconds": 5})
+    looker.join()
+    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks(), result.failed_tasks()
+
+    held_off = {"AZRebalance", "InstanceRefresh", "ScheduledActions"}
+    planned_groups = {line["target"].removeprefix("asg/") for line in result.audit if line["action"] == "suspend-processes"}
+    assert planned_groups and all(during["suspended"][g] == held_off | {"AlarmNotification"} for g in planned_groups), during  # type: ignore[index]
+    assert during["marks"] == {victim: "true", other: "true"}, during
+    # After the failed run: exactly what the run suspended is resumed, what was suspended before stays.
+    assert all(suspended()[g] == {"AlarmNotification"} for g in groups), suspended()
+    tags = [t for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"] for t in g.get("Tags", []) if t["Key"].startswith("kube-maintenance.io/")]
+    assert tags == []
+    # The run's own autoscaler mark is gone; the one someone else put there stays.
+    assert marks() == {victim: None, other: "true"}
+    assert [line["target"] for line in result.audit if line["action"] == "disable-scale-down"] == [f"node/{victim}"]
+
+
+def test_a_workload_broken_before_the_run_does_not_hold_up_validation(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    # A Deployment that can never run (no node matches its selector): broken before the run, not by it.
+    broken = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "legacy", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "legacy"}},
+            "template": {"metadata": {"labels": {"app": "legacy"}}, "spec": {"nodeSelector": {"no-such-node": "true"}, "containers": [{"name": "app", "image": "legacy:1"}]}},
+        },
+    }
+    staging.store.create(DEPLOYMENTS, broken, namespace="default")
+    victim = sorted(n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general")[0]
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "validation_timeout_seconds": 120})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert "not available before the run either (not waited for): deployment/default/legacy" in result.text()
+
+
+def test_only_drifted_picks_the_nodes_launched_from_an_older_launch_template_version(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    aws = {"region_name": world.region("staging"), "endpoint_url": world.moto_url, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    autoscaling, ec2 = boto3.client("autoscaling", **aws), boto3.client("ec2", **aws)
+    general = {n["metadata"]["name"]: n["spec"]["providerID"].rsplit("/", 1)[-1] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"}
+    group = autoscaling.describe_auto_scaling_instances(InstanceIds=list(general.values()))["AutoScalingInstances"][0]["AutoScalingGroupName"]
+    described = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+    # A new AMI is published as version 2 of the group's template (the group launches "$Latest")...
+    ec2.create_launch_template_version(LaunchTemplateId=described["LaunchTemplate"]["LaunchTemplateId"], SourceVersion="1", LaunchTemplateData={"ImageId": "ami-0aaaaaaaaaaaaaaa2"})
+    # ... and one instance already came up from it.
+    autoscaling.set_desired_capacity(AutoScalingGroupName=group, DesiredCapacity=described["DesiredCapacity"] + 1)
+    before = set(general)
+    assert staging.wait_for(lambda: len([n for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"]) == len(before) + 1, timeout=30)
+    in_group = {i["InstanceId"] for i in autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]["Instances"]}
+    old_in_group = {name for name, instance in general.items() if instance in in_group}
+
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": True, "only_drifted": True, "max_nodes": 4, "batch_size": 2})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    planned = {line["target"].removeprefix("node/"): line["detail"] for line in result.audit if line["action"] == "plan-replace"}
+    assert set(planned) == old_in_group, (planned, old_in_group)
+    assert all("launch template version 1, the group now launches version 2" in d["drift"] and "ami-0aaaaaaaaaaaaaaa2" in d["drift"] for d in planned.values())
+    assert "not drifted" in result.text()
 
 
 def test_a_dry_run_shows_what_would_stop_a_real_run_and_succeeds(dag_runner: DagRunner, world: World) -> None:
@@ -365,11 +460,8 @@ def test_surge_launches_replacements_first_and_shrinks_back(dag_runner: DagRunne
 def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     store = staging.store
-    pdb = next(p for p in store.iter(PDBS))
-    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
-    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+    victim = block_a_pdb(world)
     store.mutate(NODES, None, victim, lambda n: n["spec"].update(unschedulable=True))  # someone's hand cordon
-    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
     assert result.state == "failed" and "batch_01.drain" in result.failed_tasks()
     node = store.get(NODES, None, victim)
@@ -382,11 +474,8 @@ def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner:
 def test_a_hand_cordon_made_after_the_plan_survives_the_cleanup(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     store = staging.store
-    pdb = next(p for p in store.iter(PDBS))
-    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
-    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+    victim = block_a_pdb(world)
     assert not store.get(NODES, None, victim)["spec"].get("unschedulable"), "schedulable when the plan looks at it"
-    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
 
     def cordon_by_hand_once_planned() -> None:
         # Someone cordons the node while the run is past its plan (the Lease is taken in preflight).
@@ -408,13 +497,10 @@ def test_a_hand_cordon_made_after_the_plan_survives_the_cleanup(dag_runner: DagR
 def test_a_cordon_left_by_an_earlier_run_is_taken_over_and_rolled_back(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     store = staging.store
-    pdb = next(p for p in store.iter(PDBS))
-    ns, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
-    victim = next(p["spec"]["nodeName"] for p in store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
+    victim = block_a_pdb(world)
     # An earlier run died after cordoning, and its rollback never ran.
     left = {"kube-maintenance.io/cordoned-by": "node_replacement__staging/manual__dead", "kube-maintenance.io/cordoned-at": "2026-01-01T00:00:00+00:00"}
     store.mutate(NODES, None, victim, lambda n: (n["spec"].update(unschedulable=True), n["metadata"].setdefault("annotations", {}).update(left)))
-    staging.faults.configure({"blocked_pdbs": [f"{ns}/{pdb['metadata']['name']}"]})
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
     assert result.state == "failed" and "batch_01.drain" in result.failed_tasks()
     node = store.get(NODES, None, victim)

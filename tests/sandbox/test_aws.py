@@ -247,3 +247,20 @@ def test_cluster_stop_stops_the_bridge(moto: MotoServer) -> None:
 
     assert not thread.is_alive()
     assert bridge.errors == []
+
+
+def test_an_instance_records_the_launch_template_version_it_was_launched_from(moto: MotoServer, cluster: SandboxCluster) -> None:
+    # As AWS does: a group on "$Latest" launches from the newest version, and its older instances
+    # keep reporting the version they came from (moto alone reports the template's current default).
+    group = NodeGroup(f"{cluster.name}-lt", "m5.large", desired=1)
+    network = provision_node_groups(moto.url, REGION, cluster.name, [group])
+    ec2, autoscaling = aws_client("ec2", moto.url, REGION), aws_client("autoscaling", moto.url, REGION)
+    template = network.launch_templates[group.name]
+    ec2.create_launch_template_version(LaunchTemplateId=template, SourceVersion="1", LaunchTemplateData={"ImageId": "ami-0fedcba987654321"})
+    autoscaling.set_desired_capacity(AutoScalingGroupName=group.name, DesiredCapacity=2)
+    instances = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group.name])["AutoScalingGroups"][0]["Instances"]
+    versions = sorted(i["LaunchTemplate"]["Version"] for i in instances)
+    assert versions == ["1", "2"]
+    images = {i["InstanceId"]: i["ImageId"] for r in ec2.describe_instances(InstanceIds=[i["InstanceId"] for i in instances])["Reservations"] for i in r["Instances"]}
+    newest = next(i["InstanceId"] for i in instances if i["LaunchTemplate"]["Version"] == "2")
+    assert images[newest] == "ami-0fedcba987654321"

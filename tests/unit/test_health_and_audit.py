@@ -40,7 +40,7 @@ def test_validation_counts_ready_nodes_without_the_replaced_ones() -> None:
     assert validation_report(nodes, [], [deploy], 2, {"old"}, NOW, 60).healthy
     assert not validation_report(nodes, [], [deploy], 3, {"old"}, NOW, 60).healthy
     short = obj("api", spec={"replicas": 2}, status={"availableReplicas": 1})
-    assert "ns/api (1/2 available)" in validation_report(nodes, [], [short], 2, {"old"}, NOW, 60).summary()
+    assert "deployment/ns/api (1/2 available)" in validation_report(nodes, [], [short], 2, {"old"}, NOW, 60).summary()
 
 
 def test_audit_lines_are_one_greppable_json_form(caplog) -> None:
@@ -61,3 +61,19 @@ def test_audit_lines_are_one_greppable_json_form(caplog) -> None:
     assert all(AUDIT_MARKER in r.getMessage() for r in caplog.records)
     scheduled = AuditTrail.from_context({"dag_run": SimpleNamespace(run_type="scheduled", triggering_user_name=None)}, "c", False)
     assert scheduled.triggered_by == "scheduled"
+
+
+def test_validation_judges_daemonsets_statefulsets_and_system_pods_but_not_what_was_broken_before() -> None:
+    nodes = [{"metadata": {"name": "n1", "creationTimestamp": "2026-11-21T11:00:00Z"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]
+    ds = {"metadata": {"name": "logs", "namespace": "kube-system"}, "status": {"desiredNumberScheduled": 3, "numberAvailable": 2}}
+    sts = {"metadata": {"name": "db", "namespace": "ns"}, "spec": {"replicas": 3}, "status": {"readyReplicas": 3, "availableReplicas": 3}}
+    broken = {"metadata": {"name": "legacy", "namespace": "ns"}, "spec": {"replicas": 1}, "status": {}}
+    report = validation_report(nodes, [], [broken], 1, set(), NOW, 60, daemonsets=[ds], statefulsets=[sts], unavailable_before=frozenset({"deployment/ns/legacy"}))
+    assert report.problems == ["workloads not fully available: daemonset/kube-system/logs (2/3 available)"]
+    assert "deployment/ns/legacy (0/1 available)" in report.notes[0]
+    dns = {
+        "metadata": {"name": "coredns-1", "namespace": "kube-system", "creationTimestamp": "2026-11-21T11:00:00Z"},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-11-21T11:55:00Z"}]},
+    }
+    assert "kube-system pods not Ready for over 60s: kube-system/coredns-1" in validation_report(nodes, [], [], 1, set(), NOW, 60, system_pods=[dns]).summary()
+    assert validation_report(nodes, [], [], 1, set(), NOW, 600, system_pods=[dns]).healthy, "not Ready for 5 minutes only: still starting"

@@ -114,3 +114,45 @@ def test_surge_needs_room_under_each_group_maxsize() -> None:
     assert surge_problems(plan, {"general": 6, "batch": 3}) == []
     problems = surge_problems(plan, {"general": 5, "batch": 3})
     assert problems == ["surge: batch 1 needs general at 6 instances but its MaxSize is 5; lower batch_size, raise the group's MaxSize, or replace in place (surge false)"]
+
+
+def test_nodes_others_replace_are_left_to_them() -> None:
+    control = node("cp-1", 900, labels={"node-role.kubernetes.io/control-plane": ""})
+    karpenter = node("kp-1", 900, labels={"karpenter.sh/nodepool": "default"})
+    eks = node("mng-1", 900, labels={"eks.amazonaws.com/nodegroup": "general"})
+    worker = node("w-1", 900)
+    nodes = [control, karpenter, eks, worker]
+    the_plan = plan_replacement(nodes, NodeReplacementParams(max_nodes=10), NOW)
+    assert [n.name for n in the_plan.nodes] == ["mng-1", "w-1"]
+    assert "control-plane" in the_plan.skipped["cp-1"] and "Karpenter" in the_plan.skipped["kp-1"]
+    left_to_eks = plan_replacement(nodes, NodeReplacementParams(max_nodes=10, leave_eks_managed_nodes=True), NOW)
+    assert [n.name for n in left_to_eks.nodes] == ["w-1"] and "left to EKS" in left_to_eks.skipped["mng-1"]
+    # A control-plane node only when named and allowed; named without the flag, the run is refused.
+    with pytest.raises(ParamError, match="cp-1 \\(a control-plane node"):
+        plan_replacement(nodes, NodeReplacementParams(node_names=("cp-1",)), NOW)
+    named = plan_replacement(nodes, NodeReplacementParams(node_names=("cp-1",), include_control_plane=True), NOW)
+    assert [n.name for n in named.nodes] == ["cp-1"]
+
+
+def test_a_node_outside_any_auto_scaling_group_is_skipped_and_another_takes_its_place() -> None:
+    nodes = [node("a", 900), node("b", 800), node("c", 700)]
+    the_plan = plan_replacement(nodes, NodeReplacementParams(max_nodes=2), NOW, unreplaceable={"a": "not in an Auto Scaling group"})
+    assert [n.name for n in the_plan.nodes] == ["b", "c"] and the_plan.skipped["a"] == "not in an Auto Scaling group"
+    # Named explicitly, it is skipped with its reason too: the run does the rest, it does not fail.
+    named = plan_replacement(nodes, NodeReplacementParams(node_names=("a", "b")), NOW, unreplaceable={"a": "not in an Auto Scaling group"})
+    assert [n.name for n in named.nodes] == ["b"]
+
+
+def test_drift_is_any_difference_from_what_the_group_launches_now() -> None:
+    from kube_maintenance.drift import GroupTemplate, LaunchedInstance, drift_reasons
+
+    now = GroupTemplate("lt-1", "3", "ami-new", "m5.large")
+    assert drift_reasons(LaunchedInstance("lt-1", "3", "ami-new", "m5.large"), now) == []
+    assert drift_reasons(LaunchedInstance("lt-1", "2", "ami-old", "m5.large"), now) == [
+        "launch template version 2, the group now launches version 3",
+        "AMI ami-old, the template's is ami-new",
+    ]
+    assert drift_reasons(LaunchedInstance("lt-0", "9", "ami-new", "m5.large"), now) == ["launch template lt-0, the group now launches lt-1"]
+    assert drift_reasons(LaunchedInstance("lt-1", "3", "ami-new", "c5.large"), now) == ["instance type c5.large, the template's is m5.large"]
+    # A group mixing instance types (no single type to compare) never calls the type drift.
+    assert drift_reasons(LaunchedInstance("lt-1", "3", "ami-new", "c5.large"), GroupTemplate("lt-1", "3", "ami-new", None)) == []
