@@ -164,6 +164,13 @@ NODE_REPLACEMENT_FIELDS: tuple[FormField, ...] = (
         SECTION_SAFETY,
     ),
     FormField(
+        "protect_lone_workloads",
+        "Scale up unprotected workloads first",
+        "Before a batch drains, scale up by one each Deployment whose every Ready pod is on the batch's nodes and that no PodDisruptionBudget covers, and wait for the new pod to be Ready elsewhere; scale it back after the batch unless it was changed meanwhile. A dry run lists them.",
+        {"type": "boolean"},
+        SECTION_SAFETY,
+    ),
+    FormField(
         "include_control_plane",
         "Include control-plane nodes",
         "Replace control-plane nodes named in node_names (self-managed clusters); off: control-plane nodes are never selected.",
@@ -186,7 +193,7 @@ _NODE_TASK_DOCS = {
     "plan": "Reads the form, checks the maintenance window, picks the nodes (selector, names, age, oldest first) and splits them into batches; finds each node's EC2 instance and Auto Scaling group. Changes nothing.",
     "preflight": "Checks the cluster is healthy enough to disrupt and that no pod of the plan's nodes would be lost by a drain (unmanaged, emptyDir), then takes the cluster's maintenance lock. A dry run ends here.",
     "launch_surge": "First step of a batch: starts no batch the maintenance window cannot fit. With surge, raises each group's desired capacity by the batch and waits for the new nodes to be Ready.",
-    "cordon": "Marks the batch's nodes unschedulable, recording on each node which run cordoned it and whether it was cordoned before.",
+    "cordon": "Marks the batch's nodes unschedulable, recording on each node which run cordoned it and whether it was cordoned before; then scales up by one each Deployment the drain would leave with no Ready pod (no PodDisruptionBudget covering it).",
     "drain": "Evicts the batch's pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) and waits for them to go, up to the drain timeout. On a node that is not Ready, pods stuck terminating past the dead-node wait, and unready pods their budget will not let go, are left to the pod garbage collector.",
     "terminate": "Terminates each drained node's EC2 instance in its Auto Scaling group (desired capacity kept, or lowered back after a surge). Refuses a node that still has pods a drain would evict, whatever the drain task's state.",
     "wait_for_replacement": "Waits until each affected group has as many Ready nodes as before the run.",

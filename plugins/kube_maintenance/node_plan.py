@@ -35,6 +35,7 @@ class NodeReplacementParams:
     include_control_plane: bool = False  # control-plane nodes are replaced only when named and this is on
     leave_eks_managed_nodes: bool = False  # nodes of EKS managed node groups left to EKS's own updates
     only_drifted: bool = False  # only nodes whose instance differs from what its group launches now
+    protect_lone_workloads: bool = True  # scale up a Deployment whose every Ready pod the batch would evict (no PDB)
     # On a node that is not Ready: how long after their grace period pods still terminating are
     # waited for before they are left to the pod GC (kubectl drain --skip-wait-for-delete-timeout).
     skip_wait_for_delete_timeout_seconds: int = 120
@@ -65,6 +66,7 @@ class NodeReplacementParams:
             include_control_plane=read.boolean("include_control_plane"),
             leave_eks_managed_nodes=read.boolean("leave_eks_managed_nodes"),
             only_drifted=read.boolean("only_drifted"),
+            protect_lone_workloads=read.boolean("protect_lone_workloads"),
             ignore_window=read.boolean("ignore_window"),
             dry_run=read.boolean("dry_run"),
         )

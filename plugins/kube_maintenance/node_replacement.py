@@ -19,7 +19,9 @@ from typing import Any, Mapping
 
 from . import drain as drain_rules
 from .health import preflight_report, unavailable_workloads, validation_report
-from .k8s import DAEMONSETS, DEPLOYMENTS, NODES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH
+from .k8s import DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS, STATEFULSETS, STRATEGIC_MERGE_PATCH
+from .protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, ready_pods_elsewhere, scale_back_to
+from .rollout import selector_string
 from .node_ops import drain_pass
 from .node_plan import (
     CORDONED_BY_ANNOTATION,
@@ -189,6 +191,12 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
         rt.audit.record("preflight-stop", f"cluster/{rt.cluster.name}", after="a real run would stop here, before any change", problems=stops)
         log.warning("a real run would stop in preflight:\n%s", "\n".join(stops))
         context["ti"].xcom_push(key="would_stop", value=stops)
+    if params.dry_run and params.protect_lone_workloads:
+        for i, batch in enumerate(the_plan.batches, start=1):
+            for deployment in _lone_deployments(rt, {n.name for n in batch}):
+                meta = deployment["metadata"]
+                replicas = int(deployment["spec"].get("replicas", 1))
+                rt.audit.record("scale-up", f"deployment/{meta['namespace']}/{meta['name']}", before={"replicas": replicas}, after={"replicas": replicas + 1}, batch=i, why="every Ready pod is on this batch's nodes and no PodDisruptionBudget covers it")
     outcome = take_lock(rt, params.dry_run)
     _suspend_autoscaling_processes(rt, sorted({n.asg for n in the_plan.nodes if n.asg}), params.dry_run)
     if params.dry_run:
@@ -315,7 +323,93 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         rt.kube.patch(NODES, planned.name, patch, content_type=STRATEGIC_MERGE_PATCH)
         rt.audit.record("cordon", f"node/{planned.name}", before=was, after="unschedulable", batch=index + 1, cordoned_by_hand_before=planned.cordoned_before_run)
         cordoned.append(planned.name)
+    if params.protect_lone_workloads:
+        context["ti"].xcom_push(key="scaled_up", value=_scale_up_lone_deployments(rt, {n.name for n in batch}, index))
     return cordoned
+
+
+def _controller(obj: Mapping[str, Any], kind: str) -> str | None:
+    return next((r["name"] for r in obj["metadata"].get("ownerReferences") or () if r.get("controller") and r.get("kind") == kind), None)
+
+
+def _lone_deployments(rt: TaskRuntime, batch_nodes: set[str]) -> list[dict[str, Any]]:
+    """Deployments whose every Ready pod is on these nodes and that no PDB covers (or that this run
+    scaled up already): a drain of the nodes would leave them with no Ready pod at all."""
+    owners: set[tuple[str, str]] = set()
+    replica_sets: dict[tuple[str, str], Any] = {}
+    for node in sorted(batch_nodes):
+        pods, _ = rt.kube.list(PODS, field_selector=f"spec.nodeName={node}")
+        for pod in pods:
+            namespace, rs_name = pod["metadata"].get("namespace", ""), _controller(pod, "ReplicaSet")
+            if rs_name is None:
+                continue
+            if (namespace, rs_name) not in replica_sets:
+                replica_sets[(namespace, rs_name)] = rt.kube.get_or_none(REPLICASETS, rs_name, namespace)
+            rs = replica_sets[(namespace, rs_name)]
+            if rs is not None and (deployment := _controller(rs, "Deployment")):
+                owners.add((namespace, deployment))
+    budgets: dict[str, list[Any]] = {}
+    lone = []
+    for namespace, name in sorted(owners):
+        deployment = rt.kube.get_or_none(DEPLOYMENTS, name, namespace)
+        if deployment is None:
+            continue
+        if (deployment["metadata"].get("annotations") or {}).get(SCALED_BY_ANNOTATION) == rt.holder:
+            lone.append(deployment)  # scaled up by an earlier try of this step
+            continue
+        pods, _ = rt.kube.list(PODS, namespace, label_selector=selector_string(deployment["spec"].get("selector")))
+        if namespace not in budgets:
+            budgets[namespace] = rt.kube.list(PDBS, namespace)[0]
+        if needs_a_spare(deployment, pods, batch_nodes, budgets[namespace]):
+            lone.append(deployment)
+    return lone
+
+
+def _scale_up_lone_deployments(rt: TaskRuntime, batch_nodes: set[str], index: int) -> list[list[str]]:
+    """One more replica for each Deployment the batch's drain would leave with no Ready pod; what
+    it was is written on it, so a scale back (or a later cleanup) knows."""
+    scaled = []
+    for deployment in _lone_deployments(rt, batch_nodes):
+        namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+        scaled.append([namespace, name])
+        if (deployment["metadata"].get("annotations") or {}).get(SCALED_BY_ANNOTATION) == rt.holder:
+            continue
+        before = int(deployment["spec"].get("replicas", 1))
+        patch = {"metadata": {"annotations": {SCALED_BY_ANNOTATION: rt.holder, REPLICAS_BEFORE_ANNOTATION: str(before)}}, "spec": {"replicas": before + 1}}
+        rt.kube.patch(DEPLOYMENTS, name, patch, namespace)
+        rt.audit.record("scale-up", f"deployment/{namespace}/{name}", before={"replicas": before}, after={"replicas": before + 1}, batch=index + 1, why="every Ready pod is on this batch's nodes and no PodDisruptionBudget covers it")
+    return scaled
+
+
+def _spares_not_ready(rt: TaskRuntime, scaled: list[list[str]], batch_nodes: set[str]) -> list[str]:
+    """Scaled-up Deployments with no Ready pod off the batch's nodes yet: the drain waits for them."""
+    waiting = []
+    for namespace, name in scaled:
+        deployment = rt.kube.get_or_none(DEPLOYMENTS, name, namespace)
+        if deployment is None:
+            continue
+        pods, _ = rt.kube.list(PODS, namespace, label_selector=selector_string(deployment["spec"].get("selector")))
+        if ready_pods_elsewhere(pods, batch_nodes) == 0:
+            waiting.append(f"deployment/{namespace}/{name}")
+    return waiting
+
+
+def _scale_back(rt: TaskRuntime, deployments: list[Mapping[str, Any]]) -> list[str]:
+    """Each Deployment this run scaled up back to what it was, unless it was changed meanwhile."""
+    done = []
+    for deployment in deployments:
+        namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+        replicas, why = scale_back_to(deployment, rt.holder)
+        if why == "not scaled up by this run":
+            continue
+        patch: dict[str, Any] = {"metadata": {"annotations": {SCALED_BY_ANNOTATION: None, REPLICAS_BEFORE_ANNOTATION: None}}}
+        if replicas is not None:
+            patch["spec"] = {"replicas": replicas}
+        rt.kube.patch(DEPLOYMENTS, name, patch, namespace)
+        current = deployment["spec"].get("replicas")
+        rt.audit.record("scale-down", f"deployment/{namespace}/{name}", before={"replicas": current}, after={"replicas": replicas if replicas is not None else current}, outcome="done" if replicas is not None else "skipped", why=why)
+        done.append(f"deployment/{namespace}/{name}")
+    return done
 
 
 def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
@@ -399,6 +493,16 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
     renew_lock(rt)
+    scaled = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.cordon", key="scaled_up") or []
+    waiting = _spares_not_ready(rt, scaled, {n.name for n in batch})
+    if waiting:
+        # A Ready pod elsewhere first, as the runbook says, then the drain.
+        # The wait counts against the drain's own timeout (from the cordon).
+        deadline = min((_drain_deadline(n, params.drain_timeout_seconds) for n in [rt.kube.get_or_none(NODES, p.name) for p in batch] if n), default=_now() + dt.timedelta(seconds=1))
+        if _now() >= deadline:
+            fail(f"drain of batch {index + 1} did not start within {params.drain_timeout_seconds}s: no Ready pod elsewhere yet for {', '.join(waiting)}")
+        log.info("waiting for a Ready pod off the batch's nodes before draining: %s", ", ".join(waiting))
+        return False
     passes: list[tuple[PlannedNode, dt.datetime, drain_rules.DrainOptions, float]] = []
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
@@ -560,6 +664,8 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
             log.info("not yet healthy after batch %d (pass %d of %d): %s", index + 1, attempt + 1, params.validation_passes, report.summary())
             return False
     log.info("cluster healthy after batch %d (%d passes in a row)", index + 1, params.validation_passes)
+    scaled = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.cordon", key="scaled_up") or []
+    _scale_back(rt, [d for ns, name in scaled if (d := rt.kube.get_or_none(DEPLOYMENTS, name, ns))])
     return True
 
 
@@ -579,6 +685,7 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
     restored = [] if dry_run else _restore_cordoned_nodes(rt, the_plan)
     unmarked = [] if dry_run else _remove_scale_down_marks(rt)
+    scaled_back = [] if dry_run else _scale_back(rt, rt.kube.list(DEPLOYMENTS)[0])
     surge_left = _report_surge_left(rt, the_plan) if raw.get("surge") is True and not dry_run else {}
     resumed: dict[str, list[str]] = {}
     resume_error = None
@@ -602,6 +709,7 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
         "not_replaced": [n.name for n in the_plan.nodes if n.name not in replaced],
         "restored": restored,
         "scale_down_marks_removed": unmarked,
+        "scaled_back": scaled_back,
         "processes_resumed": resumed,
         "pods_left_to_gc": left_to_gc,
         "surge_left": surge_left,

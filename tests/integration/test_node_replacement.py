@@ -311,6 +311,55 @@ def test_only_drifted_picks_the_nodes_launched_from_an_older_launch_template_ver
     assert "not drifted" in result.text()
 
 
+def test_a_one_replica_deployment_with_no_pdb_never_has_zero_ready_pods_and_ends_at_one_replica(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    lonely = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "lonely", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "lonely"}},
+            "template": {"metadata": {"labels": {"app": "lonely"}}, "spec": {"nodeSelector": {"workload-type": "general"}, "containers": [{"name": "app", "image": "lonely:1"}]}},
+        },
+    }
+    store.create(DEPLOYMENTS, lonely, namespace="default")
+
+    def ready_pods() -> list[dict]:
+        return [
+            p for p in store.iter(PODS, "default")
+            if p["metadata"].get("labels", {}).get("app") == "lonely" and not p["metadata"].get("deletionTimestamp")
+            and any(c.get("type") == "Ready" and c.get("status") == "True" for c in p.get("status", {}).get("conditions") or ())
+        ]
+
+    assert staging.wait_for(lambda: len(ready_pods()) == 1, timeout=30)
+    victim = ready_pods()[0]["spec"]["nodeName"]
+    seen: list[int] = []
+    running = threading.Event()
+    running.set()
+
+    def watch_ready_pods() -> None:
+        while running.is_set():
+            seen.append(len(ready_pods()))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_ready_pods, daemon=True)
+    watcher.start()
+    try:
+        result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim]})
+    finally:
+        running.clear()
+        watcher.join()
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert min(seen) >= 1, "a Ready pod at every moment of the run"
+    assert victim not in node_names(world)
+    assert store.get(DEPLOYMENTS, "default", "lonely")["spec"]["replicas"] == 1, "scaled back to what it was"
+    assert not any(k.startswith("kube-maintenance.io/") for k in store.get(DEPLOYMENTS, "default", "lonely")["metadata"].get("annotations") or {})
+    scaled = [(line["action"], line["before"], line["after"]) for line in result.audit if line["target"] == "deployment/default/lonely"]
+    assert scaled == [("scale-up", {"replicas": 1}, {"replicas": 2}), ("scale-down", {"replicas": 2}, {"replicas": 1})], scaled
+
+
 def test_a_dry_run_shows_what_would_stop_a_real_run_and_succeeds(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     bare = next(p for p in staging.store.iter(PODS) if not p["metadata"].get("ownerReferences") and p["spec"].get("nodeName"))
