@@ -64,7 +64,16 @@ def ours(cluster: SandboxCluster, kubeconfig: Path, node: str) -> tuple[float, i
     seq = len(cluster.requests)
     started = time.perf_counter()
     kube.patch(NODES, node, {"spec": {"unschedulable": True}}, content_type=STRATEGIC_MERGE_PATCH)
-    while not drain_pass(kube, node, DrainOptions(delete_emptydir_data=True), None, wait_seconds=60).done:
+    deadline = time.monotonic() + 300
+    while True:
+        result = drain_pass(kube, node, DrainOptions(delete_emptydir_data=True), None, wait_seconds=60)
+        if result.refusal or result.error:
+            # The drain under test said no: a figure measured past this point would mean nothing.
+            raise SystemExit(f"our drain refused to act, no figures: {result.refusal or result.error}")
+        if result.done:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"our drain did not finish within 300 s; left: {result.left[:10]}")
         time.sleep(1)
     return time.perf_counter() - started, requests_by(cluster, seq, "kube-maintenance")
 

@@ -192,16 +192,14 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
         log.warning("a real run would stop in preflight:\n%s", "\n".join(stops))
         context["ti"].xcom_push(key="would_stop", value=stops)
     if params.dry_run and params.protect_lone_workloads:
-        for i, batch in enumerate(the_plan.batches, start=1):
-            for deployment in _lone_deployments(rt, {n.name for n in batch}):
-                meta = deployment["metadata"]
-                replicas = int(deployment["spec"].get("replicas", 1))
-                rt.audit.record("scale-up", f"deployment/{meta['namespace']}/{meta['name']}", before={"replicas": replicas}, after={"replicas": replicas + 1}, batch=i, why="every Ready pod is on this batch's nodes and no PodDisruptionBudget covers it")
+        for i, batch in enumerate(the_plan.batches):
+            _scale_up_lone_deployments(rt, {n.name for n in batch}, i, dry_run=True)
     outcome = take_lock(rt, params.dry_run)
     _suspend_autoscaling_processes(rt, sorted({n.asg for n in the_plan.nodes if n.asg}), params.dry_run)
     if params.dry_run:
         skip("dry run: plan logged, nothing changed" + ("; a real run would stop in preflight (see above)" if stops else ""))
-    _disable_scale_down(rt, [n.name for n in the_plan.nodes])
+    planned = {n.name for n in the_plan.nodes}
+    _disable_scale_down(rt, [n for n in nodes if n["metadata"]["name"] in planned])
     return outcome
 
 
@@ -248,13 +246,11 @@ def _resume_autoscaling_processes(rt: TaskRuntime, groups: list[str]) -> dict[st
     return resumed
 
 
-def _disable_scale_down(rt: TaskRuntime, names: list[str]) -> None:
+def _disable_scale_down(rt: TaskRuntime, nodes: list[Mapping[str, Any]]) -> None:
     """Keep the cluster autoscaler away from these nodes while the run needs them; a mark someone
     else put there stays theirs."""
-    for name in names:
-        node = rt.kube.get_or_none(NODES, name)
-        if node is None:
-            continue
+    for node in nodes:
+        name = node["metadata"]["name"]
         annotations = node["metadata"].get("annotations") or {}
         marked_by = annotations.get(SCALE_DOWN_MARKED_BY_ANNOTATION)
         if marked_by == rt.holder:
@@ -267,11 +263,13 @@ def _disable_scale_down(rt: TaskRuntime, names: list[str]) -> None:
         rt.audit.record("disable-scale-down", f"node/{name}", before=annotations.get(SCALE_DOWN_DISABLED_ANNOTATION), after="true")
 
 
-def _new_nodes(nodes: list[Mapping[str, Any]], the_plan: Plan, groups: list[str], group_instances: Mapping[str, list[Mapping[str, Any]]]) -> list[str]:
+def _new_nodes(
+    nodes: list[Mapping[str, Any]], the_plan: Plan, groups: list[str], group_instances: Mapping[str, list[Mapping[str, Any]]]
+) -> list[Mapping[str, Any]]:
     """Ready nodes whose instance joined these groups since the plan: surge and replacement nodes."""
     before = {i for g in groups for i in the_plan.instances_by_group_before.get(g, [])}
     joined = {i["InstanceId"] for g in groups for i in group_instances.get(g, []) if i["InstanceId"] not in before}
-    return sorted(n["metadata"]["name"] for n in nodes if is_node_ready(n) and (ids := instance_of(n)) and ids[1] in joined)
+    return [n for n in nodes if is_node_ready(n) and (ids := instance_of(n)) and ids[1] in joined]
 
 
 # --------------------------------------------------------------------------------------------- batches
@@ -365,9 +363,9 @@ def _lone_deployments(rt: TaskRuntime, batch_nodes: set[str]) -> list[dict[str, 
     return lone
 
 
-def _scale_up_lone_deployments(rt: TaskRuntime, batch_nodes: set[str], index: int) -> list[list[str]]:
+def _scale_up_lone_deployments(rt: TaskRuntime, batch_nodes: set[str], index: int, dry_run: bool = False) -> list[list[str]]:
     """One more replica for each Deployment the batch's drain would leave with no Ready pod; what
-    it was is written on it, so a scale back (or a later cleanup) knows."""
+    it was is written on it, so a scale back (or a later cleanup) knows. A dry run only lists them."""
     scaled = []
     for deployment in _lone_deployments(rt, batch_nodes):
         namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
@@ -375,8 +373,9 @@ def _scale_up_lone_deployments(rt: TaskRuntime, batch_nodes: set[str], index: in
         if (deployment["metadata"].get("annotations") or {}).get(SCALED_BY_ANNOTATION) == rt.holder:
             continue
         before = int(deployment["spec"].get("replicas", 1))
-        patch = {"metadata": {"annotations": {SCALED_BY_ANNOTATION: rt.holder, REPLICAS_BEFORE_ANNOTATION: str(before)}}, "spec": {"replicas": before + 1}}
-        rt.kube.patch(DEPLOYMENTS, name, patch, namespace)
+        if not dry_run:
+            patch = {"metadata": {"annotations": {SCALED_BY_ANNOTATION: rt.holder, REPLICAS_BEFORE_ANNOTATION: str(before)}}, "spec": {"replicas": before + 1}}
+            rt.kube.patch(DEPLOYMENTS, name, patch, namespace)
         rt.audit.record("scale-up", f"deployment/{namespace}/{name}", before={"replicas": before}, after={"replicas": before + 1}, batch=index + 1, why="every Ready pod is on this batch's nodes and no PodDisruptionBudget covers it")
     return scaled
 
@@ -398,10 +397,10 @@ def _scale_back(rt: TaskRuntime, deployments: list[Mapping[str, Any]]) -> list[s
     """Each Deployment this run scaled up back to what it was, unless it was changed meanwhile."""
     done = []
     for deployment in deployments:
+        if (deployment["metadata"].get("annotations") or {}).get(SCALED_BY_ANNOTATION) != rt.holder:
+            continue  # not scaled up by this run
         namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
         replicas, why = scale_back_to(deployment, rt.holder)
-        if why == "not scaled up by this run":
-            continue
         patch: dict[str, Any] = {"metadata": {"annotations": {SCALED_BY_ANNOTATION: None, REPLICAS_BEFORE_ANNOTATION: None}}}
         if replicas is not None:
             patch["spec"] = {"replicas": replicas}
@@ -683,8 +682,9 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     rt = runtime_for(cluster_name, context, dry_run)
     data = context["ti"].xcom_pull(task_ids="plan") or {}
     the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
-    restored = [] if dry_run else _restore_cordoned_nodes(rt, the_plan)
-    unmarked = [] if dry_run else _remove_scale_down_marks(rt)
+    nodes = [] if dry_run else rt.kube.list(NODES)[0]
+    restored = [] if dry_run else _restore_cordoned_nodes(rt, the_plan, nodes)
+    unmarked = [] if dry_run else _remove_scale_down_marks(rt, nodes)
     scaled_back = [] if dry_run else _scale_back(rt, rt.kube.list(DEPLOYMENTS)[0])
     surge_left = _report_surge_left(rt, the_plan) if raw.get("surge") is True and not dry_run else {}
     resumed: dict[str, list[str]] = {}
@@ -725,10 +725,9 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     return summary
 
 
-def _restore_cordoned_nodes(rt: TaskRuntime, the_plan: Plan) -> list[str]:
-    """Uncordon every node this run cordoned and did not terminate (one list of nodes); a node
-    that was cordoned before the run stays cordoned, only this run's marks are removed."""
-    nodes, _ = rt.kube.list(NODES)
+def _restore_cordoned_nodes(rt: TaskRuntime, the_plan: Plan, nodes: list[Mapping[str, Any]]) -> list[str]:
+    """Uncordon every node this run cordoned and did not terminate; a node that was cordoned
+    before the run stays cordoned, only this run's marks are removed."""
     ours = [n for n in nodes if (n["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION) == rt.holder]
     terminating = {
         n["metadata"]["name"]: ann[TERMINATING_ANNOTATION] for n in ours if TERMINATING_ANNOTATION in (ann := n["metadata"].get("annotations") or {})
@@ -761,9 +760,8 @@ def _restore_cordoned_nodes(rt: TaskRuntime, the_plan: Plan) -> list[str]:
     return restored
 
 
-def _remove_scale_down_marks(rt: TaskRuntime) -> list[str]:
+def _remove_scale_down_marks(rt: TaskRuntime, nodes: list[Mapping[str, Any]]) -> list[str]:
     """Remove the cluster-autoscaler marks this run added (on plan, surge and replacement nodes)."""
-    nodes, _ = rt.kube.list(NODES)
     removed = []
     for node in nodes:
         annotations = node["metadata"].get("annotations") or {}

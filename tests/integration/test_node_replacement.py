@@ -70,6 +70,20 @@ def block_a_pdb(world: World) -> str:
     return next(p["spec"]["nodeName"] for p in staging.store.iter(PODS, ns) if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()))
 
 
+def deployment_manifest(name: str, node_selector: dict[str, str]) -> dict:
+    """A one-replica Deployment in "default" whose pods only run on nodes with these labels."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"nodeSelector": node_selector, "containers": [{"name": "app", "image": f"{name}:1"}]}},
+        },
+    }
+
+
 def all_available(world: World, cluster: str = "staging") -> list[str]:
     store = world.clusters[cluster].cluster.store
     return [
@@ -270,17 +284,7 @@ def test_auto_scaling_and_the_cluster_autoscaler_are_held_off_during_a_run_and_r
 def test_a_workload_broken_before_the_run_does_not_hold_up_validation(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     # A Deployment that can never run (no node matches its selector): broken before the run, not by it.
-    broken = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "legacy", "namespace": "default"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "legacy"}},
-            "template": {"metadata": {"labels": {"app": "legacy"}}, "spec": {"nodeSelector": {"no-such-node": "true"}, "containers": [{"name": "app", "image": "legacy:1"}]}},
-        },
-    }
-    staging.store.create(DEPLOYMENTS, broken, namespace="default")
+    staging.store.create(DEPLOYMENTS, deployment_manifest("legacy", {"no-such-node": "true"}), namespace="default")
     victim = sorted(n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general")[0]
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "validation_timeout_seconds": 120})
     assert result.state == "success", (result.failed_tasks(), result.errors())
@@ -314,17 +318,7 @@ def test_only_drifted_picks_the_nodes_launched_from_an_older_launch_template_ver
 def test_a_one_replica_deployment_with_no_pdb_never_has_zero_ready_pods_and_ends_at_one_replica(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     store = staging.store
-    lonely = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "lonely", "namespace": "default"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "lonely"}},
-            "template": {"metadata": {"labels": {"app": "lonely"}}, "spec": {"nodeSelector": {"workload-type": "general"}, "containers": [{"name": "app", "image": "lonely:1"}]}},
-        },
-    }
-    store.create(DEPLOYMENTS, lonely, namespace="default")
+    store.create(DEPLOYMENTS, deployment_manifest("lonely", {"workload-type": "general"}), namespace="default")
 
     def ready_pods() -> list[dict]:
         return [
