@@ -246,7 +246,14 @@ class AirflowApi:
 
     def request(self, method: str, path: str, *, expect: Iterable[int] = (200,), **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        resp = self.session.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs)
+        timeout = kwargs.pop("timeout", 30)
+        for attempt in range(4):
+            resp = self.session.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=timeout, **kwargs)
+            # SQLite, shared by the separate Airflow processes, is sometimes locked for a moment and
+            # the api-server answers 500 "Database error": try again, as a person clicks again.
+            if not (resp.status_code == 500 and "Database error" in resp.text) or attempt == 3:
+                break
+            time.sleep(1 + attempt)
         if resp.status_code not in tuple(expect):
             raise AssertionError(f"{method} /api/v2{path}: {resp.status_code} {resp.text[:2000]}")
         return resp
