@@ -3,7 +3,13 @@
 - which namespaces a run covers (a label selector or explicit names, protected ones never), and how
   they are sharded into a bounded number of groups for dynamic task mapping;
 - which active Jobs of a CronJob are stale: a container or init container, matched by name, runs an
-  image other than the one in the CronJob's current job template;
+  image other than the one in the CronJob's current job template (references compared as the
+  runtime resolves them, see images.py), or the template gained or lost a container;
+- which stale Jobs are still left alone: CronJobs and namespaces opted out, Jobs whose completed
+  work a deletion would throw away, suspended Jobs (queued by Kueue or paused on purpose);
+- whether a fresh Job may be started beside the schedule at all: the CronJob controller counts only
+  the Jobs it started itself (``status.active``), so for ``Forbid`` and ``Replace`` a Job of ours is
+  invisible to its concurrency rule and the next scheduled Job would run beside it;
 - the fresh Job started in their place, built as ``kubectl create job --from=cronjob/<name>`` builds
   it, under a name derived from the CronJob's UID and template generation so a retry or a re-run
   never starts a second one for the same refresh.
@@ -15,7 +21,12 @@ import datetime as dt
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
+
+from .images import pinned_digest, running_digest, same_image
+from .optout import opted_out, unclear_opt_out
 from .params import FieldReader, ParamError
 from .registry import RegistryError
 from .selectors import parse_label_selector
@@ -47,6 +58,9 @@ class CronJobRefreshParams:
     create_fresh_job: bool = False
     min_job_age_minutes: float = 0.0
     pods_gone_timeout_seconds: int = 600
+    refresh_jobs_with_progress: bool = False
+    refresh_suspended_jobs: bool = False
+    compare_running_digests: bool = False
     ignore_window: bool = False
     dry_run: bool = True
 
@@ -62,6 +76,9 @@ class CronJobRefreshParams:
             create_fresh_job=read.boolean("create_fresh_job"),
             min_job_age_minutes=read.number("min_job_age_minutes", 0),
             pods_gone_timeout_seconds=read.integer("pods_gone_timeout_seconds", 1, 24 * 3600),
+            refresh_jobs_with_progress=read.boolean("refresh_jobs_with_progress"),
+            refresh_suspended_jobs=read.boolean("refresh_suspended_jobs"),
+            compare_running_digests=read.boolean("compare_running_digests"),
             ignore_window=read.boolean("ignore_window"),
             dry_run=read.boolean("dry_run"),
         )
@@ -89,6 +106,8 @@ def namespace_groups_setting(settings: Mapping[str, Any], cluster: str) -> int:
 class NamespaceSelection:
     chosen: list[str]
     skipped: dict[str, str] = field(default_factory=dict)  # namespace -> why it is left out
+    opted_out: dict[str, str] = field(default_factory=dict)  # namespace -> its skip annotation (also in skipped)
+    unclear: dict[str, str] = field(default_factory=dict)  # namespace -> a skip annotation we did not understand
 
 
 def select_namespaces(namespaces: Iterable[Mapping[str, Any]], params: CronJobRefreshParams, protected: Iterable[str]) -> NamespaceSelection:
@@ -107,19 +126,26 @@ def select_namespaces(namespaces: Iterable[Mapping[str, Any]], params: CronJobRe
     else:
         candidates = list(by_name.values())
     matches = parse_label_selector(params.namespace_selector)
-    chosen: list[str] = []
-    skipped: dict[str, str] = {}
+    selection = NamespaceSelection([])
     for ns in candidates:
         name = ns["metadata"]["name"]
+        opt_out = opted_out({"kind": "Namespace", **ns})
         if name in protected:
-            skipped[name] = "protected"
+            selection.skipped[name] = "protected"
         elif not matches(ns["metadata"].get("labels") or {}):
-            skipped[name] = f"labels do not match {params.namespace_selector!r}"
+            selection.skipped[name] = f"labels do not match {params.namespace_selector!r}"
         elif ns["metadata"].get("deletionTimestamp") or (ns.get("status") or {}).get("phase") == "Terminating":
-            skipped[name] = "being deleted"
+            selection.skipped[name] = "being deleted"
+        elif opt_out:
+            # Named or selected alike: a team's "never touch" outranks a form filled in elsewhere.
+            selection.skipped[name] = selection.opted_out[name] = opt_out
         else:
-            chosen.append(name)
-    return NamespaceSelection(sorted(chosen), skipped)
+            selection.chosen.append(name)
+            unclear = unclear_opt_out(ns)
+            if unclear:
+                selection.unclear[name] = unclear
+    selection.chosen.sort()
+    return selection
 
 
 def shard(names: list[str], max_groups: int) -> list[list[str]]:
@@ -171,17 +197,75 @@ def cronjob_images(cronjob: Mapping[str, Any]) -> dict[str, str]:
     return pod_template_images(((job_template.get("spec") or {}).get("template") or {}).get("spec") or {})
 
 
-def image_differences(job: Mapping[str, Any], template_images: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str | None]]:
-    """(old, new): for each container of the Job whose image differs from the same-named container
-    of the template, the image the Job runs and the template's (None: no such container any more)."""
-    old: dict[str, str] = {}
+RunningDigests = Mapping[str, set[str]]  # container name -> the image digests the Job's pods report running
+
+
+def running_digests(pods: Iterable[Mapping[str, Any]]) -> RunningDigests:
+    """What the pods of one Job actually run, by container name (init containers included), from
+    ``status.containerStatuses[].imageID``: a tag resolves to whatever the registry served at pull."""
+    digests: dict[str, set[str]] = {}
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]:
+            digest = running_digest(container.get("imageID"))
+            if digest:
+                digests.setdefault(container.get("name", ""), set()).add(digest)
+    return digests
+
+
+def runs_template_digest(template_image: str, digests: set[str] | None) -> bool:
+    """Whether the template pins a digest and every pod reporting one runs exactly it (no report:
+    nothing proves it, so no)."""
+    wanted = pinned_digest(template_image)
+    return bool(wanted and digests and digests == {wanted})
+
+
+def image_differences(
+    job: Mapping[str, Any], template_images: Mapping[str, str], running: RunningDigests | None = None
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """(old, new): each container, by name, whose image differs from the template's, with the image
+    the Job runs and the template's. None on the Job's side: a container the template gained; on
+    the template's side: one it lost. With ``running`` (the option to trust what pods report), a
+    container on another reference still counts as current when its pods run the digest the
+    template pins."""
+    old: dict[str, str | None] = {}
     new: dict[str, str | None] = {}
-    for name, image in job_images(job).items():
-        wanted = template_images.get(name)
-        if wanted != image:
-            old[name] = image
-            new[name] = wanted
+    have = job_images(job)
+    for name in sorted(set(have) | set(template_images)):
+        image, wanted = have.get(name), template_images.get(name)
+        if image is not None and wanted is not None:
+            if same_image(image, wanted) or (running is not None and runs_template_digest(wanted, running.get(name))):
+                continue
+        old[name] = image
+        new[name] = wanted
     return old, new
+
+
+def is_job_suspended(job: Mapping[str, Any]) -> bool:
+    """``spec.suspend``: queued (Kueue creates Jobs suspended and admits them) or paused on purpose."""
+    return bool((job.get("spec") or {}).get("suspend"))
+
+
+def completed_work(job: Mapping[str, Any]) -> str | None:
+    """The work a deletion would throw away: indexes an Indexed Job completed, or pods of a parallel
+    Job that succeeded (a fresh Job starts from zero). None when there is none."""
+    status = job.get("status") or {}
+    if status.get("completedIndexes"):
+        return f"indexes {status['completedIndexes']} completed"
+    succeeded = int(status.get("succeeded") or 0)
+    if succeeded > 0:
+        return f"{succeeded} pod(s) succeeded"
+    return None
+
+
+def why_left_alone(job: Mapping[str, Any], params: "CronJobRefreshParams") -> str | None:
+    """Why a stale Job is kept anyway (and reported), unless the run is told to refresh such Jobs."""
+    if is_job_suspended(job) and not params.refresh_suspended_jobs:
+        return "the Job is suspended (spec.suspend: queued or paused on purpose); refresh_suspended_jobs refreshes it"
+    work = completed_work(job)
+    if work and not params.refresh_jobs_with_progress:
+        return f"the Job has completed work a deletion would lose ({work}); refresh_jobs_with_progress refreshes it"
+    return None
 
 
 def _time(value: str | None) -> dt.datetime | None:
@@ -195,9 +279,9 @@ class StaleJob:
     namespace: str
     name: str
     uid: str
-    resource_version: str  # as judged: the deletion's precondition
+    resource_version: str  # as judged (for the record: the deletion's precondition is the UID)
     created: str
-    old_images: dict[str, str]
+    old_images: dict[str, str | None]
     new_images: dict[str, str | None]
 
     @property
@@ -215,9 +299,15 @@ class CronJobVerdict:
     generation: int
     suspended: bool
     images: dict[str, str]  # the current job template's, by container name
+    concurrency_policy: str = "Allow"
+    next_run: str = ""  # when the controller starts its next Job, in words for the plan
+    opted_out: str | None = None  # the CronJob's skip annotation: left alone, reported
+    unclear_opt_out: str | None = None
     stale: list[StaleJob] = field(default_factory=list)
     current: list[str] = field(default_factory=list)  # active Jobs on the template's images
+    fresh: list[str] = field(default_factory=list)  # this refresh's fresh Job, started by an earlier try (not in current)
     too_young: list[str] = field(default_factory=list)  # on an old image, but younger than min_job_age_minutes
+    left_alone: dict[str, str] = field(default_factory=dict)  # stale Jobs kept anyway (completed work, suspended) -> why
 
     @property
     def ref(self) -> str:
@@ -225,8 +315,13 @@ class CronJobVerdict:
 
     @property
     def jobs_to_delete(self) -> list[StaleJob]:
-        """A suspended CronJob is reported and left alone: someone paused it on purpose."""
-        return [] if self.suspended else list(self.stale)
+        """A suspended CronJob is reported and left alone: someone paused it on purpose; so is one opted out."""
+        return [] if self.suspended or self.opted_out else list(self.stale)
+
+    @property
+    def why_no_fresh_job(self) -> str | None:
+        """Why no Job is started beside the schedule for this CronJob, or None when one may be."""
+        return why_no_fresh_job(self.concurrency_policy, self.current, self.next_run)
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,50 +333,152 @@ class CronJobVerdict:
         return cls(**fields)
 
 
+def why_no_fresh_job(concurrency_policy: str, current_jobs: Iterable[str], next_run: str) -> str | None:
+    """The CronJob controller applies ``concurrencyPolicy`` to the Jobs in its ``status.active``
+    only, which never lists a Job it did not start: beside a Job of ours, ``Forbid`` would start
+    the next scheduled Job anyway and ``Replace`` would not replace ours. So for those two the
+    schedule alone starts the next Job (on the new image); ``Allow`` gets a fresh Job unless one on
+    the current image already runs."""
+    if concurrency_policy in ("Forbid", "Replace"):
+        return (
+            f"concurrencyPolicy {concurrency_policy}: the CronJob controller would not count a Job it did not start, "
+            f"so none is started beside the schedule; its next scheduled Job runs the new image ({next_run})"
+        )
+    current = sorted(current_jobs)
+    if current:
+        return f"a Job on the current image already runs: {', '.join(current)}"
+    return None
+
+
+def judge_job(job: Mapping[str, Any], template_images: Mapping[str, str], params: CronJobRefreshParams, now: dt.datetime, running: RunningDigests | None = None) -> tuple[str, str | None]:
+    """One active Job of a CronJob against its template: ("current" | "too_young" | "left_alone" |
+    "stale", why it is left alone). Used when judging and again right before deleting."""
+    old, _ = image_differences(job, template_images, running)
+    if not old:
+        return "current", None
+    created = _time(job["metadata"].get("creationTimestamp"))
+    # No minimum age: no comparison either, so a clock skew between us and the api-server never holds a Job back.
+    if params.min_job_age_minutes > 0 and created is not None and created > now - dt.timedelta(minutes=params.min_job_age_minutes):
+        return "too_young", None
+    why = why_left_alone(job, params)
+    if why:
+        return "left_alone", why
+    return "stale", None
+
+
+def is_job_active(job: Mapping[str, Any]) -> bool:
+    """Neither finished nor being deleted."""
+    return not is_job_finished(job) and not job["metadata"].get("deletionTimestamp")
+
+
 def judge_namespace(
-    cronjobs: Iterable[Mapping[str, Any]], jobs: Iterable[Mapping[str, Any]], params: CronJobRefreshParams, now: dt.datetime
+    cronjobs: Iterable[Mapping[str, Any]],
+    jobs: Iterable[Mapping[str, Any]],
+    params: CronJobRefreshParams,
+    now: dt.datetime,
+    pods: Iterable[Mapping[str, Any]] | None = None,
 ) -> list[CronJobVerdict]:
     """Each CronJob of one namespace (matching the selector, not being deleted) with its active Jobs.
 
     A CronJob's Jobs are those whose controller ownerReference carries its UID: the CronJob
     controller's own and those made by ``kubectl create job --from`` alike (which ``status.active``
-    does not list). Finished Jobs and Jobs being deleted are not active.
+    does not list). Finished Jobs and Jobs being deleted are not active. ``pods`` (the namespace's,
+    read only with ``compare_running_digests``) tell what digests each Job's pods run.
     """
     matches = parse_label_selector(params.cronjob_selector)
     by_owner: dict[str, list[Mapping[str, Any]]] = {}
     for job in jobs:
         owner = controller_uid(job)
-        if owner and not is_job_finished(job) and not job["metadata"].get("deletionTimestamp"):
+        if owner and is_job_active(job):
             by_owner.setdefault(owner, []).append(job)
-    oldest_stale = now - dt.timedelta(minutes=params.min_job_age_minutes)
+    pods_by_job: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods or ():
+        job_uid = (pod["metadata"].get("labels") or {}).get(JOB_CONTROLLER_UID_LABEL)
+        if job_uid:
+            pods_by_job.setdefault(job_uid, []).append(pod)
     verdicts = []
     for cronjob in sorted(cronjobs, key=lambda c: c["metadata"]["name"]):
         meta = cronjob["metadata"]
         if meta.get("deletionTimestamp") or not matches(meta.get("labels") or {}):
             continue
+        spec = cronjob.get("spec") or {}
         verdict = CronJobVerdict(
             namespace=meta.get("namespace", ""),
             name=meta["name"],
             uid=meta["uid"],
             generation=int(meta.get("generation") or 0),
-            suspended=bool((cronjob.get("spec") or {}).get("suspend")),
+            suspended=bool(spec.get("suspend")),
             images=cronjob_images(cronjob),
+            concurrency_policy=spec.get("concurrencyPolicy") or "Allow",
+            next_run=next_scheduled_job(cronjob, now),
+            opted_out=opted_out({"kind": "CronJob", **cronjob}),
+            unclear_opt_out=unclear_opt_out(cronjob),
         )
         for job in sorted(by_owner.get(meta["uid"], ()), key=lambda j: j["metadata"]["name"]):
             jm = job["metadata"]
-            old, new = image_differences(job, verdict.images)
-            if not old:
+            running = running_digests(pods_by_job.get(jm["uid"], ())) if params.compare_running_digests else None
+            kind, why = judge_job(job, verdict.images, params, now, running)
+            if kind == "current" and is_fresh_job_of(job, verdict.uid, refresh_key(verdict.uid, verdict.generation)):
+                verdict.fresh.append(jm["name"])
+            elif kind == "current":
                 verdict.current.append(jm["name"])
-                continue
-            created = _time(jm.get("creationTimestamp"))
-            if created is not None and created > oldest_stale:
+            elif kind == "too_young":
                 verdict.too_young.append(jm["name"])
-                continue
-            verdict.stale.append(
-                StaleJob(jm.get("namespace", ""), jm["name"], jm["uid"], str(jm.get("resourceVersion", "")), jm.get("creationTimestamp", ""), old, new)
-            )
+            else:
+                old, new = image_differences(job, verdict.images, running)
+                stale = StaleJob(jm.get("namespace", ""), jm["name"], jm["uid"], str(jm.get("resourceVersion", "")), jm.get("creationTimestamp", ""), old, new)
+                if kind == "left_alone":
+                    verdict.left_alone[jm["name"]] = str(why)
+                else:
+                    verdict.stale.append(stale)
         verdicts.append(verdict)
     return verdicts
+
+
+# ----------------------------------------------------------------------------------------- schedule
+def _schedule_and_zone(cronjob: Mapping[str, Any]) -> tuple[str, dt.tzinfo]:
+    """The cron expression and its time zone: ``spec.timeZone``, or a ``CRON_TZ=``/``TZ=`` prefix of
+    the schedule (which the controller still honours), else UTC (the controller's own zone, UTC on
+    managed control planes). Raises ValueError for a zone or schedule the controller would refuse."""
+    spec = cronjob.get("spec") or {}
+    schedule = (spec.get("schedule") or "").strip()
+    zone_name = spec.get("timeZone")
+    if schedule.startswith(("CRON_TZ=", "TZ=")):
+        prefix, _, schedule = schedule.partition(" ")
+        zone_name = prefix.split("=", 1)[1]
+        schedule = schedule.strip()
+    try:
+        zone: dt.tzinfo = ZoneInfo(zone_name) if zone_name else dt.timezone.utc
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {zone_name!r}") from exc
+    if not croniter.is_valid(schedule):
+        raise ValueError(f"unparseable schedule {schedule!r}")
+    return schedule, zone
+
+
+def next_scheduled_job(cronjob: Mapping[str, Any], now: dt.datetime) -> str:
+    """When the CronJob controller starts the CronJob's next Job, in words for the plan.
+
+    As its syncCronJob: the most recent schedule time after ``status.lastScheduleTime`` (or the
+    creation) that is not past ``startingDeadlineSeconds`` is still due, and a Forbid CronJob whose
+    Job was running when it came starts it as soon as its active Jobs are gone; otherwise the next
+    schedule time, in the CronJob's time zone.
+    """
+    spec = cronjob.get("spec") or {}
+    if spec.get("suspend"):
+        return "none while the CronJob is suspended"
+    try:
+        schedule, zone = _schedule_and_zone(cronjob)
+    except ValueError as exc:
+        return f"unknown: {exc}"
+    local_now = now.astimezone(zone)
+    last = _time((cronjob.get("status") or {}).get("lastScheduleTime")) or _time(cronjob["metadata"].get("creationTimestamp"))
+    due = croniter(schedule, local_now + dt.timedelta(microseconds=1)).get_prev(dt.datetime)
+    deadline = spec.get("startingDeadlineSeconds")
+    if last is not None and due > last and (deadline is None or due + dt.timedelta(seconds=int(deadline)) >= now):
+        return f"as soon as no Job of it is active: the run due at {due.isoformat()} has not started yet"
+    upcoming = croniter(schedule, local_now).get_next(dt.datetime)
+    return f"{upcoming.isoformat()} (schedule {spec.get('schedule')!r}, {zone})"
 
 
 # ------------------------------------------------------------------------------------------ fresh Jobs

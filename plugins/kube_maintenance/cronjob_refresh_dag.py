@@ -8,7 +8,7 @@ from typing import Any
 
 from .cronjob_refresh import CronJobRefreshParams, namespace_groups_setting
 from .dag_factory import finish_run, operation_dag
-from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_TARGET, FormField, optional_names, optional_selector
+from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_SAFETY, SECTION_TARGET, FormField, optional_names, optional_selector
 from .registry import ClusterConfig
 from .runtime import MAP_LABEL_TEMPLATE
 
@@ -27,29 +27,56 @@ FIELDS: tuple[FormField, ...] = (
     optional_selector("cronjob_selector", "CronJob selector", "Refresh only CronJobs with these labels (empty: all).", "tier=batch"),
     FormField("min_job_age_minutes", "Minimum Job age (minutes)", "A Job on an old image counts as stale only when older than this.", {"type": "number", "minimum": 0}, SECTION_TARGET),
     FormField(
+        "compare_running_digests",
+        "Compare running digests",
+        "Where the CronJob's template pins an image by digest, a Job on another reference (e.g. a tag) counts as current when its pods "
+        "report running exactly that digest (status.containerStatuses[].imageID). Off: references only.",
+        {"type": "boolean"},
+        SECTION_TARGET,
+    ),
+    FormField(
         "create_fresh_job",
         "Start a fresh Job",
-        "Start a fresh Job from each refreshed CronJob at once (as kubectl create job --from=cronjob/<name>); off: the CronJob starts its next Job on schedule.",
+        "Start a fresh Job from each refreshed CronJob at once (as kubectl create job --from=cronjob/<name>); off: the CronJob starts its next Job on schedule. "
+        "Only for concurrencyPolicy Allow, and not when a Job on the current image already runs: the CronJob controller does not count "
+        "a Job it did not start, so Forbid and Replace CronJobs get their next Job from the schedule (the plan says when).",
         {"type": "boolean"},
         SECTION_PACE,
     ),
     FormField("pods_gone_timeout_seconds", "Pods gone timeout (s)", "Fail if the pods of deleted Jobs are not gone within this long.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
+    FormField(
+        "refresh_jobs_with_progress",
+        "Refresh Jobs with completed work",
+        "Also delete stale Jobs that have completed work a fresh Job would redo (completed indexes of an Indexed Job, succeeded pods "
+        "of a parallel Job). Off: they are left alone and reported.",
+        {"type": "boolean"},
+        SECTION_SAFETY,
+    ),
+    FormField(
+        "refresh_suspended_jobs",
+        "Refresh suspended Jobs",
+        "Also delete stale Jobs that are suspended (spec.suspend: queued by Kueue, or paused on purpose). Off: they are left alone and reported.",
+        {"type": "boolean"},
+        SECTION_SAFETY,
+    ),
 )
 
 DRY_RUN_SHOWS = (
     "Each `refresh.judge` task (one per group of namespaces) logs, for every CronJob, the active Jobs still running "
     "an image the CronJob no longer uses, with the old and new images, as audit lines with outcome `planned`; "
-    "suspended CronJobs are reported and left alone. The `cleanup` task's summary lists what would be deleted. "
+    "suspended CronJobs, CronJobs and namespaces opted out (`kube-maintenance.io/skip: \"true\"`), and Jobs with completed "
+    "work or suspended are reported (`plan-skip` lines, with the reason) and left alone, and for each CronJob that gets no "
+    "fresh Job the plan says when its next scheduled Job starts. The `cleanup` task's summary lists what would be deleted. "
     "Nothing is locked, deleted or created."
 )
 
 _DOCS = {
     "plan": "Reads the form, checks the maintenance window, chooses the namespaces and splits them into groups. Changes nothing.",
     "preflight": "Takes the cluster's maintenance lock (a dry run only logs that it would).",
-    "judge": "For each CronJob of the group's namespaces: which active Jobs run an image the CronJob no longer uses (any container or init container, by name). Changes nothing.",
-    "delete_stale_jobs": "Deletes the stale Jobs with their pods (propagation Background, UID precondition).",
+    "judge": "For each CronJob of the group's namespaces: which active Jobs run an image the CronJob no longer uses (any container or init container, by name, references normalised), or miss or have a container the template has not. Changes nothing.",
+    "delete_stale_jobs": "Reads each stale Job and its CronJob again and, if still stale, deletes it with its pods (propagation Background, UID precondition); records an Event on the Job and the CronJob.",
     "wait_for_pods_gone": "Waits until the pods of the deleted Jobs are gone.",
-    "create_fresh_jobs": "When asked to, starts a fresh Job from each refreshed CronJob, as kubectl create job --from does.",
+    "create_fresh_jobs": "When asked to, starts a fresh Job from each refreshed CronJob whose concurrencyPolicy is Allow and that has no Job on the current image running, as kubectl create job --from does; records an Event on the CronJob.",
 }
 
 
@@ -69,9 +96,10 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
         "CronJob image refresh",
         "Deletes the active Jobs still running an image their CronJob no longer uses (any container or init "
         "container, matched by name, differing from the CronJob's current job template), with their pods "
-        "(propagation Background, UID and resourceVersion preconditions), and optionally starts a fresh Job "
-        "from each refreshed CronJob at once, as `kubectl create job --from=cronjob/<name>` does. Suspended "
-        f"CronJobs are reported and left alone. Namespaces are worked on in at most {max_groups} parallel groups.",
+        "(propagation Background, UID precondition, each Job judged again right before), and optionally starts a fresh Job "
+        "from each refreshed CronJob at once, as `kubectl create job --from=cronjob/<name>` does, where its concurrencyPolicy "
+        "allows one (Allow). Suspended CronJobs, opted-out CronJobs and namespaces, and Jobs with completed work or suspended are "
+        f"reported and left alone. Namespaces are worked on in at most {max_groups} parallel groups.",
         FIELDS,
         base,
         DRY_RUN_SHOWS,

@@ -2,11 +2,14 @@
 
 plan (parameters, window, namespaces, shards) -> preflight (lock) -> per group of namespaces, as
 mapped instances of one task group: judge (one list of CronJobs and one of Jobs per namespace) ->
-delete the stale Jobs (Background propagation, UID and resourceVersion preconditions) -> wait until
-their pods are gone (list+watch per namespace, reschedule-mode sensor) -> create the fresh Jobs ->
-release the lock and summarise at the end. Every step is safe to retry or re-run:
-- a Job already deleted, or replaced by a same-named one, is not an error; a Job changed since it
-  was judged is not deleted (the precondition refuses it) and the log says so;
+delete the stale Jobs (Background propagation, UID precondition, each read and judged again right
+before) -> wait until their pods are gone (list+watch per namespace, reschedule-mode sensor) ->
+create the fresh Jobs (Allow CronJobs only) -> release the lock and summarise at the end. Every
+change also writes a Kubernetes Event on the object it touched. Every step is safe to retry or re-run:
+- a Job already deleted, or replaced by a same-named one, is not an error; a Job whose status moved
+  on since it was judged (a busy parallel Job, a crash loop) is judged again on a fresh read and
+  deleted if still stale; one that finished, got suspended or gained completed work meanwhile, or
+  whose CronJob got suspended, is left and reported;
 - a fresh Job's name is derived from its CronJob's UID and template generation, so a second try
   finds the first one's Job instead of starting another.
 """
@@ -21,14 +24,20 @@ from .cronjob_refresh import (
     JOB_CONTROLLER_UID_LABEL,
     CronJobRefreshParams,
     CronJobVerdict,
+    StaleJob,
     cronjob_images,
     fresh_job_manifest,
     fresh_job_name,
+    image_differences,
     is_fresh_job_of,
+    is_job_active,
+    judge_job,
     judge_namespace,
     refresh_key,
+    running_digests,
     select_namespaces,
     shard,
+    why_no_fresh_job,
 )
 from .k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError, WaitTimeout
 from .params import ParamError
@@ -40,6 +49,8 @@ log = logging.getLogger("kube_maintenance.cronjob_refresh")
 
 # A poke watches pods go for at most this long in all, then frees its worker slot.
 POD_WAIT_PER_POKE_SECONDS = 60.0
+PLAN_TASK = "plan"
+OPTED_OUT_XCOM = "opted_out_namespaces"
 JUDGE_TASK = "refresh.judge"
 DELETE_TASK = "refresh.delete_stale_jobs"
 CREATE_TASK = "refresh.create_fresh_jobs"
@@ -83,6 +94,11 @@ def plan(cluster_name: str, max_groups: int = 16, **context: Any) -> list[dict[s
         fail(str(exc))
     for name, why in sorted(selection.skipped.items()):
         log.info("not refreshing CronJobs in namespace %s: %s", name, why)
+    for name, why in sorted(selection.opted_out.items()):
+        rt.audit.record("plan-skip", f"namespace/{name}", after="left alone", outcome="skipped", why=why)
+    for name, what in sorted(selection.unclear.items()):
+        log.warning("namespace %s: %s", name, what)
+    context["ti"].xcom_push(key=OPTED_OUT_XCOM, value=selection.opted_out)
     if not selection.chosen:
         skip(f"no namespace to refresh (selector {params.namespace_selector!r}, names {list(params.namespaces)}); nothing done")
     groups = shard(selection.chosen, max_groups)
@@ -98,7 +114,8 @@ def preflight(cluster_name: str, **context: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- judge
 def judge(cluster_name: str, group: Mapping[str, Any], **context: Any) -> dict[str, Any]:
-    """Judge every CronJob of the group's namespaces: one list of CronJobs and one of Jobs each."""
+    """Judge every CronJob of the group's namespaces: one list of CronJobs and one of Jobs each (and
+    one of Job pods with ``compare_running_digests``)."""
     label_map_index(group.get("namespaces"))
     params, rt = _params(cluster_name, context)
     now = _now()
@@ -108,45 +125,68 @@ def judge(cluster_name: str, group: Mapping[str, Any], **context: Any) -> dict[s
         if not cronjobs:
             continue  # no CronJob here: no need to read its Jobs
         jobs, _ = rt.kube.list(JOBS, namespace)
-        verdicts += judge_namespace(cronjobs, jobs, params, now)
+        pods = rt.kube.list(PODS, namespace, label_selector=JOB_CONTROLLER_UID_LABEL)[0] if params.compare_running_digests else None
+        verdicts += judge_namespace(cronjobs, jobs, params, now, pods)
     for verdict in verdicts:
-        if verdict.suspended:
-            log.info(
-                "CronJob %s is suspended: left alone%s",
-                verdict.ref,
-                f" with {len(verdict.stale)} stale active Job(s): {', '.join(j.name for j in verdict.stale)}" if verdict.stale else "",
-            )
-        for name in verdict.too_young:
-            log.info("Job %s/%s of %s runs an old image but is younger than %g min: left for now", verdict.namespace, name, verdict.ref, params.min_job_age_minutes)
-        for job in verdict.jobs_to_delete:
-            rt.audit.record(
-                "plan-delete-job",
-                f"job/{job.ref}",
-                before=job.old_images,
-                after=job.new_images,
-                outcome="planned",
-                cronjob=verdict.ref,
-                job=job.ref,
-                old_images=job.old_images,
-                new_images=job.new_images,
-            )
-        if params.create_fresh_job and verdict.jobs_to_delete:
-            fresh = fresh_job_name(verdict.name, verdict.uid, verdict.generation)
-            rt.audit.record(
-                "plan-create-job",
-                f"job/{verdict.namespace}/{fresh}",
-                before=None,
-                after=verdict.images,
-                outcome="planned",
-                cronjob=verdict.ref,
-                job=f"{verdict.namespace}/{fresh}",
-                replaces=[j.ref for j in verdict.jobs_to_delete],
-                old_images=_merged_old_images(verdict),
-                new_images=verdict.images,
-            )
+        _report(rt, params, verdict)
     stale = sum(len(v.jobs_to_delete) for v in verdicts)
     log.info("group %d (%s): %d CronJob(s), %d stale active Job(s) to delete", group["index"], ", ".join(group["namespaces"]), len(verdicts), stale)
     return {"index": group["index"], "namespaces": list(group["namespaces"]), "verdicts": [v.to_xcom() for v in verdicts]}
+
+
+def _report(rt: TaskRuntime, params: CronJobRefreshParams, verdict: CronJobVerdict) -> None:
+    """The plan for one CronJob: what is left alone and why, what would be deleted and started."""
+    if verdict.unclear_opt_out:
+        log.warning("CronJob %s: %s", verdict.ref, verdict.unclear_opt_out)
+    if verdict.opted_out:
+        stale = [j.name for j in verdict.stale]
+        log.info("CronJob %s is %s: left alone%s", verdict.ref, verdict.opted_out, f" with stale Job(s) {', '.join(stale)}" if stale else "")
+        rt.audit.record("plan-skip", f"cronjob/{verdict.ref}", after="left alone", outcome="skipped", why=verdict.opted_out, stale_jobs=stale)
+        return
+    if verdict.suspended:
+        log.info(
+            "CronJob %s is suspended: left alone%s",
+            verdict.ref,
+            f" with {len(verdict.stale)} stale active Job(s): {', '.join(j.name for j in verdict.stale)}" if verdict.stale else "",
+        )
+    for name in verdict.too_young:
+        log.info("Job %s/%s of %s runs an old image but is younger than %g min: left for now", verdict.namespace, name, verdict.ref, params.min_job_age_minutes)
+    for name, why in sorted(verdict.left_alone.items()):
+        log.info("Job %s/%s of %s runs an old image but is left alone: %s", verdict.namespace, name, verdict.ref, why)
+        rt.audit.record("plan-skip", f"job/{verdict.namespace}/{name}", after="left alone", outcome="skipped", cronjob=verdict.ref, why=why)
+    for job in verdict.jobs_to_delete:
+        rt.audit.record(
+            "plan-delete-job",
+            f"job/{job.ref}",
+            before=job.old_images,
+            after=job.new_images,
+            outcome="planned",
+            cronjob=verdict.ref,
+            job=job.ref,
+            old_images=job.old_images,
+            new_images=job.new_images,
+        )
+    if not verdict.jobs_to_delete:
+        return
+    why_not = verdict.why_no_fresh_job
+    if params.create_fresh_job and not why_not:
+        fresh = fresh_job_name(verdict.name, verdict.uid, verdict.generation)
+        rt.audit.record(
+            "plan-create-job",
+            f"job/{verdict.namespace}/{fresh}",
+            before=None,
+            after=verdict.images,
+            outcome="planned",
+            cronjob=verdict.ref,
+            job=f"{verdict.namespace}/{fresh}",
+            replaces=[j.ref for j in verdict.jobs_to_delete],
+            old_images=_merged_old_images(verdict),
+            new_images=verdict.images,
+        )
+        return
+    log.info("CronJob %s: its next scheduled Job (%s) runs the new image%s", verdict.ref, verdict.next_run, f"; no fresh Job: {why_not}" if params.create_fresh_job else "")
+    if params.create_fresh_job:
+        rt.audit.record("plan-skip", f"cronjob/{verdict.ref}", after="no fresh Job", outcome="skipped", why=why_not, next_run=verdict.next_run)
 
 
 def _merged_old_images(verdict: CronJobVerdict) -> dict[str, str]:
@@ -158,13 +198,13 @@ def _merged_old_images(verdict: CronJobVerdict) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------- delete
 def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: Any) -> dict[str, Any]:
-    """Delete the group's stale Jobs, each only if it is still exactly the Job that was judged."""
+    """Delete the group's stale Jobs, each judged again on a fresh read right before its deletion."""
     label_map_index(judged.get("namespaces"))
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run: nothing deleted")
     verdicts = [CronJobVerdict.from_xcom(v) for v in judged.get("verdicts") or ()]
-    todo = [(v, job) for v in verdicts for job in v.jobs_to_delete]
+    todo = [v for v in verdicts if v.jobs_to_delete]
     if not todo:
         skip(f"no stale active Job in {', '.join(judged.get('namespaces') or ())}")
     renew_lock(rt)
@@ -173,32 +213,82 @@ def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: A
         "namespaces": list(judged.get("namespaces") or ()),
         "deleted": [],
         "already_gone": [],
-        "changed": [],
+        "changed": [],  # judged again and left, still running
+        "finished": [],  # finished on their own since they were judged: left
         "at": _now().isoformat(),
     }
-    for verdict, job in todo:
-        entry = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "cronjob": verdict.name, "cronjob_uid": verdict.uid}
-        detail = {"cronjob": verdict.ref, "job": job.ref, "old_images": job.old_images, "new_images": job.new_images}
-        try:
-            # Background: the Job goes now and the garbage collector deletes its pods (no
-            # propagation policy would orphan them, as batch/v1 Jobs default to Orphan).
-            rt.kube.delete(JOBS, job.name, job.namespace, propagation="Background", preconditions={"uid": job.uid, "resourceVersion": job.resource_version})
-        except KubeApiError as err:
-            if err.status == 404 or (err.status == 409 and "UID in precondition" in err.message):
-                why = "already deleted" if err.status == 404 else "replaced by another Job of the same name"
-                rt.audit.record("delete-job", f"job/{job.ref}", before=job.old_images, after=None, outcome="skipped", why=why, **detail)
-                result["already_gone"].append(entry)
-                continue
-            if err.status == 409:
-                why = f"changed since it was judged, so not deleted ({err.message}); a later run judges it again"
-                log.warning("Job %s of CronJob %s: %s", job.ref, verdict.ref, why)
-                rt.audit.record("delete-job", f"job/{job.ref}", before=job.old_images, after=job.old_images, outcome="skipped", why=why, **detail)
-                result["changed"].append(entry)
-                continue
-            raise
-        rt.audit.record("delete-job", f"job/{job.ref}", before=job.old_images, after="deleted (propagation Background)", **detail)
-        result["deleted"].append(entry)
+    for verdict in todo:
+        # Read afresh once per CronJob: suspended or changed since it was judged?
+        cronjob = rt.kube.get_or_none(CRONJOBS, verdict.name, verdict.namespace)
+        for job in verdict.jobs_to_delete:
+            outcome, entry = _delete_if_still_stale(rt, params, verdict, cronjob, job)
+            result[outcome].append(entry)
     return result
+
+
+def _why_not_delete_now(params: CronJobRefreshParams, verdict: CronJobVerdict, cronjob: Mapping[str, Any] | None, job: Mapping[str, Any], pods: list[Any] | None) -> str | None:
+    """The judgement again, on what the cluster says now (the Job's pod template cannot change, its
+    status and its CronJob can): None when the Job is still to delete."""
+    if cronjob is None or cronjob["metadata"]["uid"] != verdict.uid:
+        return "its CronJob was deleted (or replaced) since it was judged"
+    if (cronjob.get("spec") or {}).get("suspend"):
+        return "its CronJob was suspended since it was judged"
+    if not is_job_active(job):
+        return "the Job finished since it was judged"
+    running = running_digests(pods or ()) if params.compare_running_digests else None
+    kind, why = judge_job(job, cronjob_images(cronjob), params, _now(), running)
+    if kind == "current":
+        return "the Job runs the CronJob's current images (the template changed since it was judged)"
+    if kind == "left_alone":
+        return f"{why} (since it was judged)"
+    return None
+
+
+def _delete_if_still_stale(rt: TaskRuntime, params: CronJobRefreshParams, verdict: CronJobVerdict, cronjob: Mapping[str, Any] | None, job: StaleJob) -> tuple[str, dict[str, Any]]:
+    entry = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "cronjob": verdict.name, "cronjob_uid": verdict.uid}
+    detail = {"cronjob": verdict.ref, "job": job.ref, "old_images": job.old_images, "new_images": job.new_images}
+    target = f"job/{job.ref}"
+    now = rt.kube.get_or_none(JOBS, job.name, job.namespace)
+    if now is None or now["metadata"]["uid"] != job.uid:
+        why = "already deleted" if now is None else "replaced by another Job of the same name"
+        rt.audit.record("delete-job", target, before=job.old_images, after=None, outcome="skipped", why=why, **detail)
+        return "already_gone", entry
+    pods = None
+    if params.compare_running_digests:
+        pods, _ = rt.kube.list(PODS, job.namespace, label_selector=f"{JOB_CONTROLLER_UID_LABEL}={job.uid}")
+    why_not = _why_not_delete_now(params, verdict, cronjob, now, pods)
+    if why_not:
+        log.warning("Job %s of CronJob %s not deleted: %s", job.ref, verdict.ref, why_not)
+        rt.audit.record("delete-job", target, before=job.old_images, after=job.old_images, outcome="skipped", why=why_not, **detail)
+        entry["why"] = why_not
+        # A Job that finished on its own is neither waited for (its pods stay, as any finished
+        # Job's do) nor replaced (it did its work); one still running keeps its place.
+        return ("changed" if is_job_active(now) else "finished"), entry
+    if cronjob is not None:
+        old, new = image_differences(now, cronjob_images(cronjob))
+        detail.update(old_images=old, new_images=new)
+    try:
+        # Background: the Job goes now and the garbage collector deletes its pods (no propagation
+        # policy would orphan them, as batch/v1 Jobs default to Orphan). The UID precondition only:
+        # a Job's pod template never changes after creation, so a status that moved on since the
+        # read above (a pod started, an index completed) changes nothing about its staleness.
+        rt.kube.delete(JOBS, job.name, job.namespace, propagation="Background", preconditions={"uid": job.uid})
+    except KubeApiError as err:
+        if err.status == 404 or (err.status == 409 and "UID in precondition" in err.message):
+            why = "already deleted" if err.status == 404 else "replaced by another Job of the same name"
+            rt.audit.record("delete-job", target, before=job.old_images, after=None, outcome="skipped", why=why, **detail)
+            return "already_gone", entry
+        raise
+    rt.audit.record("delete-job", target, before=detail["old_images"], after="deleted (propagation Background)", **detail)
+    message = f"Deleted: it runs {_images_text(detail['old_images'])}, CronJob {verdict.name} now runs {_images_text(detail['new_images'])}"
+    rt.event(now, "StaleJobDeleted", message)
+    if cronjob is not None:
+        rt.event(cronjob, "StaleJobDeleted", f"Deleted Job {job.name} on an image the CronJob no longer uses: {_images_text(detail['old_images'])}")
+    return "deleted", entry
+
+
+def _images_text(images: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={image or '(no such container)'}" for name, image in sorted(images.items()))
 
 
 # ----------------------------------------------------------------------------------------------- wait
@@ -242,7 +332,8 @@ def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], **context
 
 # --------------------------------------------------------------------------------------------- create
 def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Mapping[str, Any], **context: Any) -> dict[str, Any]:
-    """For each CronJob whose stale Jobs are gone, start one fresh Job, as kubectl create job --from does."""
+    """For each CronJob whose stale Jobs are gone, start one fresh Job, as kubectl create job --from
+    does, where its concurrencyPolicy allows one beside the schedule (see ``why_no_fresh_job``)."""
     label_map_index(judged.get("namespaces"))
     params, rt = _params(cluster_name, context)
     if params.dry_run:
@@ -253,33 +344,46 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
     replaced: dict[str, list[str]] = {}
     for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
         replaced.setdefault(entry["cronjob_uid"], []).append(f"{entry['namespace']}/{entry['name']}")
-    # A stale Job that changed since it was judged still runs: no fresh Job beside it.
+    # A stale Job judged again and left (still running) keeps its place: no fresh Job beside it.
     still_running = {entry["cronjob_uid"]: f"{entry['namespace']}/{entry['name']}" for entry in deletion.get("changed") or ()}
     if not replaced:
         skip("no stale Job was deleted: no fresh Job to start")
     renew_lock(rt)
     result: dict[str, Any] = {"index": judged.get("index"), "created": [], "existing": [], "not_created": []}
+    jobs_by_namespace: dict[str, list[dict[str, Any]]] = {}
     for cronjob_uid, jobs in sorted(replaced.items()):
         verdict = verdicts[cronjob_uid]
         name = fresh_job_name(verdict.name, verdict.uid, verdict.generation)
         target = f"job/{verdict.namespace}/{name}"
+        key = refresh_key(verdict.uid, verdict.generation)
         detail = {"cronjob": verdict.ref, "job": f"{verdict.namespace}/{name}", "replaces": sorted(jobs), "old_images": _merged_old_images(verdict)}
-        why_not = None
+        why_not = verdict.why_no_fresh_job
         cronjob = None
         if cronjob_uid in still_running:
-            why_not = f"its stale Job {still_running[cronjob_uid]} changed since it was judged and still runs"
-        else:
-            # Read afresh: the Job is made from the template as it is now, as kubectl would.
+            why_not = f"its stale Job {still_running[cronjob_uid]} was left (judged again) and still runs"
+        elif not why_not:
+            # Read afresh: the Job is made from the template as it is now, as kubectl would, and
+            # only if the CronJob's rules still allow one beside the schedule.
             cronjob = rt.kube.get_or_none(CRONJOBS, verdict.name, verdict.namespace)
             if cronjob is None or cronjob["metadata"]["uid"] != verdict.uid:
                 why_not = "the CronJob was deleted (or replaced) since it was judged"
             elif (cronjob.get("spec") or {}).get("suspend"):
                 why_not = "the CronJob was suspended since it was judged"
+            else:
+                if verdict.namespace not in jobs_by_namespace:
+                    jobs_by_namespace[verdict.namespace] = rt.kube.list(JOBS, verdict.namespace)[0]
+                namespace_jobs = jobs_by_namespace[verdict.namespace]
+                if any(is_fresh_job_of(j, verdict.uid, key) for j in namespace_jobs):
+                    rt.audit.record("create-job", target, before=None, after="exists", outcome="skipped", why="already created by an earlier try", new_images=cronjob_images(cronjob), **detail)
+                    result["existing"].append(target)
+                    continue
+                now = judge_namespace([cronjob], namespace_jobs, params, _now())[0]
+                why_not = why_no_fresh_job(now.concurrency_policy, now.current, now.next_run)
         if why_not or cronjob is None:
-            rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why_not, new_images=verdict.images, **detail)
-            result["not_created"].append(target)
+            log.info("no fresh Job for CronJob %s: %s", verdict.ref, why_not)
+            rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why_not, next_run=verdict.next_run, new_images=verdict.images, **detail)
+            result["not_created"].append({"namespace": verdict.namespace, "name": name, "cronjob": verdict.ref, "why": why_not, "next_run": verdict.next_run})
             continue
-        key = refresh_key(verdict.uid, verdict.generation)
         body = fresh_job_manifest(cronjob, name, sorted(jobs), key)
         new_images = cronjob_images(cronjob)
         try:
@@ -295,14 +399,20 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
                 why = "a Job of that name exists and is not this refresh's fresh Job"
                 log.warning("not creating %s: %s", target, why)
                 rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why, new_images=new_images, **detail)
-                result["not_created"].append(target)
+                result["not_created"].append({"namespace": verdict.namespace, "name": name, "cronjob": verdict.ref, "why": why, "next_run": verdict.next_run})
             continue
         rt.audit.record("create-job", target, before=None, after="created", new_images=new_images, **detail)
+        rt.event(cronjob, "FreshJobCreated", f"Created Job {name} from the current template ({_images_text(new_images)}) in place of {', '.join(sorted(jobs))}")
         result["created"].append(target)
     return result
 
 
 # ----------------------------------------------------------------------------------------------- finish
+def _opted_out_namespaces(context: Mapping[str, Any]) -> dict[str, str]:
+    value = context["ti"].xcom_pull(task_ids=PLAN_TASK, key=OPTED_OUT_XCOM)
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
     """The run's teardown, whatever ended it (bad parameters, a failure, a run marked failed or
     successful): release the lock if this run holds it, summarise, and fail the run if a step
@@ -317,15 +427,30 @@ def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
     def refs(results: list[dict[str, Any]], key: str) -> list[str]:
         return sorted(f"{e['namespace']}/{e['name']}" if isinstance(e, dict) else str(e) for r in results for e in r.get(key) or ())
 
+    def reasons(results: list[dict[str, Any]], key: str) -> dict[str, str]:
+        return {f"{e['namespace']}/{e['name']}": e["why"] for r in results for e in r.get(key) or () if isinstance(e, dict) and e.get("why")}
+
+    if dry_run:
+        refreshed = {v.ref for v in verdicts if v.jobs_to_delete}
+    else:
+        refreshed = {f"{e['namespace']}/{e['cronjob']}" for r in deletions for e in [*(r.get("deleted") or ()), *(r.get("already_gone") or ())]}
+    fresh_jobs = set(refs(creations, "created")) | set(refs(creations, "existing"))
+    with_fresh_job = {v.ref for v in verdicts if f"job/{v.namespace}/{fresh_job_name(v.name, v.uid, v.generation)}" in fresh_jobs}
     summary = {
         "cronjobs": len(verdicts),
         "stale_planned": sorted(j.ref for v in verdicts for j in v.jobs_to_delete),
         "deleted": refs(deletions, "deleted"),
         "already_gone": refs(deletions, "already_gone"),
         "changed_since_judged": refs(deletions, "changed"),
+        "left_since_judged": reasons(deletions, "changed") | reasons(deletions, "finished"),
         "suspended_left_alone": sorted(v.ref for v in verdicts if v.suspended and v.stale),
+        "opted_out": {"namespaces": _opted_out_namespaces(context), "cronjobs": {v.ref: v.opted_out for v in verdicts if v.opted_out}},
+        "jobs_left_alone": {f"{v.namespace}/{name}": why for v in verdicts for name, why in v.left_alone.items()},
         "fresh_jobs_created": refs(creations, "created"),
         "fresh_jobs_existing": refs(creations, "existing"),
+        "fresh_jobs_not_created": {e["cronjob"]: e["why"] for r in creations for e in r.get("not_created") or () if isinstance(e, dict)},
+        # Refreshed CronJobs without a fresh Job: when the schedule starts their next one (on the new image).
+        "next_scheduled_jobs": {v.ref: v.next_run for v in verdicts if v.ref in refreshed and v.ref not in with_fresh_job},
         "lock_released": released,
     }
     rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")

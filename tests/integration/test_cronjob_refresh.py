@@ -21,7 +21,7 @@ from kube_maintenance.cronjob_refresh import (
 )
 from sandbox.config import RUN_SECONDS_ANNOTATION
 from sandbox.monitor import WRITE_VERBS
-from sandbox.resources import CRONJOBS, JOBS, PODS
+from sandbox.resources import CRONJOBS, JOBS, NAMESPACES, PODS
 from sandbox.scenario import World
 
 from harness import DagRunner, registry_for
@@ -49,7 +49,10 @@ def run_forever(pod_template: dict[str, Any]) -> None:
     pod_template.setdefault("metadata", {}).setdefault("annotations", {})[RUN_SECONDS_ANNOTATION] = "forever"
 
 
-def add_cronjob(store: Any, namespace: str, name: str, image: str, init_image: str | None = None, suspend: bool = False) -> dict:
+def add_cronjob(
+    store: Any, namespace: str, name: str, image: str, init_image: str | None = None, suspend: bool = False, policy: str = "Allow", schedule: str = "0 0 1 1 *"
+) -> dict:
+    """A CronJob (by default once a year: the controller starts nothing during a test)."""
     pod_spec: dict[str, Any] = {"containers": [{"name": "main", "image": image}], "restartPolicy": "OnFailure"}
     if init_image:
         pod_spec["initContainers"] = [{"name": "migrate", "image": init_image}]
@@ -60,8 +63,8 @@ def add_cronjob(store: Any, namespace: str, name: str, image: str, init_image: s
         {
             "metadata": {"name": name, "namespace": namespace, "labels": {"app": name, "tier": "batch"}},
             "spec": {
-                "schedule": "0 0 1 1 *",  # once a year: the controller starts nothing during a test
-                "concurrencyPolicy": "Forbid",
+                "schedule": schedule,
+                "concurrencyPolicy": policy,
                 "suspend": suspend,
                 "jobTemplate": {"metadata": {"labels": {"app": name}}, "spec": {"backoffLimit": 2, "template": template}},
             },
@@ -69,7 +72,7 @@ def add_cronjob(store: Any, namespace: str, name: str, image: str, init_image: s
     )
 
 
-def add_job(store: Any, cron: dict, name: str, image: str, init_image: str | None = None, manual: bool = False) -> dict:
+def add_job(store: Any, cron: dict, name: str, image: str, init_image: str | None = None, manual: bool = False, **spec: Any) -> dict:
     """A running Job of ``cron`` on the given images, as its controller (or kubectl create job --from) made it."""
     template = json.loads(json.dumps(cron["spec"]["jobTemplate"]["spec"]["template"]))
     template["spec"]["containers"][0]["image"] = image
@@ -82,7 +85,7 @@ def add_job(store: Any, cron: dict, name: str, image: str, init_image: str | Non
         JOBS,
         {
             "metadata": {"name": name, "namespace": m["namespace"], "labels": {"app": m["name"]}, "annotations": annotations, "ownerReferences": [owner]},
-            "spec": {"backoffLimit": 2, "template": template},
+            "spec": {"backoffLimit": 2, "template": template, **spec},
         },
     )
 
@@ -92,6 +95,27 @@ def keep_fresh_jobs_running(store: Any) -> None:
     running when judged (a template change of no interest to the refresh: images stay as they are)."""
     for namespace, name in SEEDED.items():
         store.mutate(CRONJOBS, namespace, name, lambda c: run_forever(c["spec"]["jobTemplate"]["spec"]["template"]))
+
+
+def allow_concurrency(store: Any, *refs: str) -> None:
+    """The seeded CronJobs are Forbid (never a fresh Job beside the schedule): these become Allow."""
+    for ref in refs or [f"{ns}/{name}" for ns, name in SEEDED.items()]:
+        store.mutate(CRONJOBS, *ref.split("/"), lambda c: c["spec"].update(concurrencyPolicy="Allow"))
+
+
+def events_about(world: World, obj: dict) -> list[dict]:
+    """The Events ``kubectl describe`` shows for ``obj``: listed by field selector on the object's
+    kind, name, namespace and uid, through the API as kubectl does."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(world.kubeconfig("staging"))))
+    m = obj["metadata"]
+    selector = f"involvedObject.kind={obj['kind']},involvedObject.name={m['name']},involvedObject.namespace={m['namespace']},involvedObject.uid={m['uid']}"
+    return [e.to_dict() for e in api.list_namespaced_event(m["namespace"], field_selector=selector).items]
+
+
+def summary_of(result: Any) -> dict:
+    return [line for line in result.audit if line["action"] == "summary"][-1]["after"]
 
 
 def seeded_stale_jobs(store: Any) -> dict[str, dict]:
@@ -141,8 +165,10 @@ def test_deletes_exactly_the_stale_active_jobs_starts_fresh_ones_and_a_rerun_cha
     staging = world.clusters["staging"].cluster
     store = staging.store
     keep_fresh_jobs_running(store)
-    # shop: a CronJob with a current Job and a kubectl-made Job whose init container is on an old
-    # image (never listed in the CronJob's status.active); a suspended CronJob with a stale Job.
+    allow_concurrency(store, "payments/settlement-export")  # search/catalog-reindex stays Forbid: no fresh Job
+    # shop: an Allow CronJob with a current Job and a kubectl-made Job whose init container is on an
+    # old image (never listed in the CronJob's status.active): no fresh Job beside the current one;
+    # a suspended CronJob with a stale Job.
     sweeper = add_cronjob(store, "shop", "cart-sweeper", NEW, init_image=MIGRATE_NEW)
     current = add_job(store, sweeper, "cart-sweeper-current", NEW, MIGRATE_NEW)
     manual = add_job(store, sweeper, "cart-sweeper-manual", NEW, MIGRATE_OLD, manual=True)
@@ -157,6 +183,7 @@ def test_deletes_exactly_the_stale_active_jobs_starts_fresh_ones_and_a_rerun_cha
     assert staging.wait_for(lambda: all(running_pods_of(store, j) for j in [*stale.values(), current, paused_job, system_job]), timeout=30)
     stale_pods = pods_of(store, {j["metadata"]["uid"] for j in stale.values()})
     refreshed = {"payments/settlement-export", "search/catalog-reindex", "shop/cart-sweeper"}
+    fresh_for = "payments/settlement-export"
     dag_runner.set_registry(registry_for(world, cronjob_refresh={"max_namespace_groups": 2}))
     staging.monitor.reset()
     seq = len(staging.requests)
@@ -178,8 +205,13 @@ def test_deletes_exactly_the_stale_active_jobs_starts_fresh_ones_and_a_rerun_cha
         assert line["detail"]["cronjob"] in refreshed and line["detail"]["old_images"] and line["detail"]["new_images"]
     assert {line["detail"]["old_images"]["migrate"] for line in result.audit if line["target"] == "job/shop/cart-sweeper-manual" and line["action"] == "delete-job"} == {MIGRATE_OLD}
 
-    # One fresh Job per refreshed CronJob, made as kubectl create job --from makes it, running the new image.
-    for ref in refreshed:
+    # One fresh Job for the Allow CronJob without a current Job, made as kubectl create job --from
+    # makes it, running the new image; none for the Forbid one, nor beside shop's current Job.
+    assert [fresh_jobs_of(store, store.get(CRONJOBS, *ref.split("/"))) for ref in sorted(refreshed - {fresh_for})] == [[], []]
+    not_created = summary_of(result)["fresh_jobs_not_created"]
+    assert "concurrencyPolicy Forbid" in not_created["search/catalog-reindex"] and "already runs: cart-sweeper-current" in not_created["shop/cart-sweeper"]
+    assert set(summary_of(result)["next_scheduled_jobs"]) == {"search/catalog-reindex", "shop/cart-sweeper"}
+    for ref in [fresh_for]:
         cron = store.get(CRONJOBS, *ref.split("/"))
         fresh = fresh_jobs_of(store, cron)
         assert len(fresh) == 1, (ref, [j["metadata"]["name"] for j in fresh])
@@ -189,23 +221,34 @@ def test_deletes_exactly_the_stale_active_jobs_starts_fresh_ones_and_a_rerun_cha
         assert job["spec"]["template"]["spec"]["containers"][0]["image"] == cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
         assert staging.wait_for(lambda j=job: bool(running_pods_of(store, j)), timeout=30), f"fresh Job of {ref} runs"
         assert f"job/{job['metadata']['namespace']}/{job['metadata']['name']}" in audit_targets(result, "create-job", "done")
-    assert len(audit_targets(result, "create-job", "done")) == 3
+        # kubectl describe cronjob shows the fresh Job's Event.
+        assert sorted(e["reason"] for e in events_about(world, cron) if e["source"]["component"] == "kube-maintenance") == ["FreshJobCreated", "StaleJobDeleted"]
+    assert len(audit_targets(result, "create-job", "done")) == 1
 
-    # Only those writes, nothing in kube-system, one list of CronJobs and of Jobs per namespace.
-    writes = {(r.verb, r.resource, r.namespace) for r in writes_since(world, "staging", seq) if r.resource != "leases"}
-    assert writes == {("delete", "jobs", ns) for ns in ("payments", "search", "shop")} | {("create", "jobs", ns) for ns in ("payments", "search", "shop")}
+    # kubectl describe shows an Event on each deleted Job (found by its uid though the Job is gone), naming the run.
+    for ref, stale_job in stale.items():
+        (event,) = [e for e in events_about(world, stale_job) if e["reason"] == "StaleJobDeleted"]
+        assert event["type"] == "Normal" and "now runs" in event["message"] and "Airflow DAG run" in event["message"]
+    assert [e for job in untouched for e in events_about(world, job) if (e.get("source") or {}).get("component") == "kube-maintenance"] == []
+
+    # Only those writes, nothing in kube-system, one list of CronJobs per namespace, of Jobs once
+    # to judge and once more where a fresh Job is about to be created.
+    writes = {(r.verb, r.resource, r.namespace) for r in writes_since(world, "staging", seq) if r.resource not in ("leases", "events")}
+    assert writes == {("delete", "jobs", ns) for ns in ("payments", "search", "shop")} | {("create", "jobs", "payments")}
+    assert {r.namespace for r in writes_since(world, "staging", seq) if r.resource == "events"} == {"payments", "search", "shop"}
     ours = ours_since(world, "staging", seq)
     assert [r for r in ours if r.namespace == "kube-system"] == []
     assert [v for v in staging.monitor.report()["violations"] if v["kind"] == "protected-namespace"] == []
-    for resource in ("cronjobs", "jobs"):
+    for resource, most in (("cronjobs", {}), ("jobs", {"payments": 2})):
         per_namespace: dict[str, int] = {}
         for r in ours:
             if r.resource == resource and r.verb == "list":
                 per_namespace[r.namespace] = per_namespace.get(r.namespace, 0) + 1
-        assert per_namespace and max(per_namespace.values()) == 1, (resource, per_namespace)
-    assert not [r for r in ours if r.resource == "jobs" and r.verb == "get"], "no request per Job"
+        assert per_namespace and all(count == most.get(ns, 1) for ns, count in per_namespace.items()), (resource, per_namespace)
+    # One fresh read of each stale Job, right before its deletion.
+    assert sorted(f"{r.namespace}/{r.name}" for r in ours if r.resource == "jobs" and r.verb == "get") == sorted(stale)
     assert ours_since(world, "production", prod_seq) == []
-    summary = [line for line in result.audit if line["action"] == "summary"][-1]["after"]
+    summary = summary_of(result)
     assert summary["suspended_left_alone"] == ["shop/price-sync"] and summary["lock_released"] is True
     assert store.try_get("leases.coordination.k8s.io", "default", "kube-maintenance-lock") is None
 
@@ -233,40 +276,70 @@ def test_dry_run_changes_nothing_and_logs_the_plan(dag_runner: DagRunner, world:
     export = by_target[f"job/{next(r for r in stale if r.startswith('payments/'))}"]
     assert export["detail"]["old_images"] == {"settlement-export": "123456789012.dkr.ecr.us-east-1.amazonaws.com/payments/settlement-export:3.2.0"}
     assert export["detail"]["new_images"] == {"settlement-export": "123456789012.dkr.ecr.us-east-1.amazonaws.com/payments/settlement-export:3.3.0"}
-    assert {line["detail"]["cronjob"] for line in result.audit if line["action"] == "plan-create-job"} == {"payments/settlement-export", "search/catalog-reindex"}
+    # Both seeded CronJobs are Forbid: no fresh Job planned; the plan says when the schedule starts the next one.
+    assert [line for line in result.audit if line["action"] == "plan-create-job"] == []
+    no_fresh = {line["target"]: line["detail"] for line in result.audit if line["action"] == "plan-skip" and line["target"].startswith("cronjob/")}
+    assert set(no_fresh) == {"cronjob/payments/settlement-export", "cronjob/search/catalog-reindex"}
+    assert all("concurrencyPolicy Forbid" in d["why"] and "runs the new image" in d["why"] for d in no_fresh.values())
+    assert "(schedule '*/30 * * * *', Etc/UTC)" in no_fresh["cronjob/search/catalog-reindex"]["next_run"]
+    assert summary_of(result)["next_scheduled_jobs"] == {ref: d["next_run"] for ref, d in ((t.split("/", 1)[1], d) for t, d in no_fresh.items())}
     assert all(staging.store.try_get(JOBS, *ref.split("/")) is not None for ref in stale)
 
 
-def test_a_job_changed_after_it_was_judged_is_not_deleted(dag_runner: DagRunner, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Someone changes the Job between the judge task and its deletion: the resourceVersion
-    precondition refuses the delete. The change is made at the last moment before the DELETE
-    request (wrapping the client's delete), so the test does not depend on task timing."""
+def test_a_busy_job_is_judged_again_and_deleted_and_one_that_finished_or_whose_cronjob_was_suspended_is_left(
+    dag_runner: DagRunner, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the judge task and the deletion: one stale Job's status moves on (a busy Job: pods
+    come and go), another finishes, a third's CronJob is suspended. The changes are made at the
+    last moment (wrapping the client's calls), so the test does not depend on task timing. The busy
+    one is deleted all the same (UID precondition; a resourceVersion taken earlier would refuse
+    it), the others are left and reported, and the run says so."""
     staging = world.clusters["staging"].cluster
     store = staging.store
     keep_fresh_jobs_running(store)
+    allow_concurrency(store)
     stale = seeded_stale_jobs(store)
-    changed_ref = next(ref for ref in stale if ref.startswith("payments/"))
-    other_ref = next(ref for ref in stale if ref.startswith("search/"))
-    real_delete = k8s.KubeClient.delete
+    busy_ref = next(ref for ref in stale if ref.startswith("payments/"))
+    finished_ref = next(ref for ref in stale if ref.startswith("search/"))
+    sweeper = add_cronjob(store, "shop", "cart-sweeper", NEW)
+    paused_job = add_job(store, sweeper, "cart-sweeper-1", OLD)
+    real_delete, real_get = k8s.KubeClient.delete, k8s.KubeClient.get_or_none
 
-    def delete_after_someone_changed_it(self: k8s.KubeClient, ref: k8s.ResourceRef, name: str, namespace: str | None = None, **kw: Any) -> Any:
-        if ref == k8s.JOBS and f"{namespace}/{name}" == changed_ref:
-            store.mutate(JOBS, namespace, name, lambda job: job["metadata"].setdefault("labels", {}).update({"debug": "keep-me"}))
+    def finish(job: dict) -> None:
+        job.setdefault("status", {})["conditions"] = [
+            {"type": "SuccessCriteriaMet", "status": "True"},
+            {"type": "Complete", "status": "True"},
+        ]
+
+    def get_after_someone_changed_it(self: k8s.KubeClient, ref: k8s.ResourceRef, name: str, namespace: str | None = None) -> Any:
+        if ref == k8s.JOBS and f"{namespace}/{name}" == finished_ref:
+            store.mutate(JOBS, namespace, name, finish, subresource="status")
+        if ref == k8s.CRONJOBS and f"{namespace}/{name}" == "shop/cart-sweeper":
+            store.mutate(CRONJOBS, namespace, name, lambda c: c["spec"].update(suspend=True))
+        return real_get(self, ref, name, namespace)
+
+    def delete_after_its_status_moved_on(self: k8s.KubeClient, ref: k8s.ResourceRef, name: str, namespace: str | None = None, **kw: Any) -> Any:
+        if ref == k8s.JOBS and f"{namespace}/{name}" == busy_ref:
+            store.mutate(JOBS, namespace, name, lambda job: job.setdefault("status", {}).update(ready=0, active=2), subresource="status")
         return real_delete(self, ref, name, namespace, **kw)
 
-    monkeypatch.setattr(k8s.KubeClient, "delete", delete_after_someone_changed_it)
+    monkeypatch.setattr(k8s.KubeClient, "get_or_none", get_after_someone_changed_it)
+    monkeypatch.setattr(k8s.KubeClient, "delete", delete_after_its_status_moved_on)
     result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "create_fresh_job": True})
 
     assert result.state == "success", (result.failed_tasks(), result.errors())
-    kept = store.try_get(JOBS, *changed_ref.split("/"))
-    assert kept is not None and kept["metadata"]["labels"]["debug"] == "keep-me" and running_pods_of(store, kept)
-    skipped = [line for line in result.audit if line["action"] == "delete-job" and line["target"] == f"job/{changed_ref}"]
-    assert [line["outcome"] for line in skipped] == ["skipped"] and "changed since it was judged" in skipped[0]["detail"]["why"]
-    assert "Precondition failed: ResourceVersion in precondition" in result.text()
-    assert store.try_get(JOBS, *other_ref.split("/")) is None, "the other stale Job is deleted as planned"
-    assert fresh_jobs_of(store, store.get(CRONJOBS, "payments", "settlement-export")) == [], "no fresh Job beside a stale one still running"
-    assert len(fresh_jobs_of(store, store.get(CRONJOBS, "search", "catalog-reindex"))) == 1
-    assert [line for line in result.audit if line["action"] == "summary"][-1]["after"]["changed_since_judged"] == [changed_ref]
+    assert store.try_get(JOBS, *busy_ref.split("/")) is None, "the busy Job is deleted: its template is what makes it stale"
+    assert len(fresh_jobs_of(store, store.get(CRONJOBS, "payments", "settlement-export"))) == 1
+    finished = store.try_get(JOBS, *finished_ref.split("/"))
+    assert finished is not None and finished["metadata"]["uid"] == stale[finished_ref]["metadata"]["uid"]
+    assert store.try_get(JOBS, "shop", "cart-sweeper-1")["metadata"]["uid"] == paused_job["metadata"]["uid"]
+    assert fresh_jobs_of(store, store.get(CRONJOBS, "search", "catalog-reindex")) == [], "a Job that finished by itself is not replaced"
+    assert fresh_jobs_of(store, store.get(CRONJOBS, "shop", "cart-sweeper")) == []
+    skipped = {line["target"]: line["detail"]["why"] for line in result.audit if line["action"] == "delete-job" and line["outcome"] == "skipped"}
+    assert skipped == {f"job/{finished_ref}": "the Job finished since it was judged", "job/shop/cart-sweeper-1": "its CronJob was suspended since it was judged"}
+    summary = summary_of(result)
+    assert summary["deleted"] == [busy_ref]
+    assert summary["left_since_judged"] == {finished_ref: "the Job finished since it was judged", "shop/cart-sweeper-1": "its CronJob was suspended since it was judged"}
 
 
 @pytest.mark.parametrize(
@@ -291,6 +364,7 @@ def test_injected_faults_give_the_same_end_state(dag_runner: DagRunner, world: W
     staging = world.clusters["staging"].cluster
     store = staging.store
     keep_fresh_jobs_running(store)
+    allow_concurrency(store)
     stale = seeded_stale_jobs(store)
     stale_uids = {j["metadata"]["uid"] for j in stale.values()}
     # An earlier try created search's fresh Job and lost the answer: this run must find it, not add one.
@@ -347,3 +421,182 @@ def test_fresh_job_matches_kubectl_create_job_from_cronjob(world: World) -> None
     theirs_template_meta = theirs["spec"]["template"]["metadata"]
     theirs_template_meta.pop("creationTimestamp", None)  # a typed client's empty timestamp
     assert theirs["spec"] == ours["spec"]
+
+
+# ------------------------------------------------------------------------------------ issue 12 edges
+def test_opted_out_cronjobs_and_namespaces_are_left_alone_and_reported(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    stale = seeded_stale_jobs(store)
+    # search's CronJob is opted out on itself, the new ledger namespace as a whole; shop's annotation
+    # is a typo, which opts nothing out (and is reported as not understood).
+    store.mutate(
+        CRONJOBS,
+        "search",
+        "catalog-reindex",
+        lambda c: c["metadata"].setdefault("annotations", {}).update({"kube-maintenance.io/skip": "true", "kube-maintenance.io/skip-reason": "reindex freeze until Friday"}),
+    )
+    store.create(NAMESPACES, {"metadata": {"name": "ledger", "annotations": {"kube-maintenance.io/skip": "true", "kube-maintenance.io/skip-reason": "month-end close"}}})
+    ledger_job = add_job(store, add_cronjob(store, "ledger", "close-books", NEW), "close-books-1", OLD)
+    typo_cron = add_cronjob(store, "shop", "cart-sweeper", NEW)
+    store.mutate(CRONJOBS, "shop", "cart-sweeper", lambda c: c["metadata"].setdefault("annotations", {}).update({"kube-maintenance.io/skip": "yes"}))
+    typo_job = add_job(store, typo_cron, "cart-sweeper-1", OLD)
+    seq = len(staging.requests)
+
+    dry = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": True})
+    assert dry.state == "success", (dry.failed_tasks(), dry.errors())
+    skips = {line["target"]: line["detail"]["why"] for line in dry.audit if line["action"] == "plan-skip"}
+    assert skips == {
+        "namespace/ledger": "opted out (kube-maintenance.io/skip=true on the namespace): month-end close",
+        "cronjob/search/catalog-reindex": "opted out (kube-maintenance.io/skip=true on the cronjob): reindex freeze until Friday",
+    }
+    assert "kube-maintenance.io/skip='yes' is not \"true\": not opted out" in dry.text()
+    assert {line["target"] for line in dry.audit if line["action"] == "plan-delete-job"} == {f"job/{r}" for r in stale if r.startswith("payments/")} | {"job/shop/cart-sweeper-1"}
+
+    real = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False})
+    assert real.state == "success", (real.failed_tasks(), real.errors())
+    search_ref = next(r for r in stale if r.startswith("search/"))
+    assert store.try_get(JOBS, *search_ref.split("/"))["metadata"]["uid"] == stale[search_ref]["metadata"]["uid"]
+    assert store.try_get(JOBS, "ledger", "close-books-1")["metadata"]["uid"] == ledger_job["metadata"]["uid"]
+    assert store.try_get(JOBS, "shop", "cart-sweeper-1") is None and typo_job
+    assert not [r for r in ours_since(world, "staging", seq) if r.namespace == "ledger"], "an opted-out namespace is not even read"
+    opted = summary_of(real)["opted_out"]
+    assert set(opted["namespaces"]) == {"ledger"} and set(opted["cronjobs"]) == {"search/catalog-reindex"}
+
+
+@pytest.mark.parametrize("policy", ["Forbid", "Replace"])
+def test_forbid_and_replace_cronjobs_get_no_fresh_job_and_never_two_active_jobs(dag_runner: DagRunner, world: World, policy: str) -> None:
+    """The CronJob controller counts only the Jobs it started (status.active): a Job of ours beside the
+    schedule would run next to its next Job. So no fresh Job; the schedule starts the next one, on the
+    new image, and the plan and summary say when. Every moment has at most one active Job."""
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    cron = add_cronjob(store, "shop", "cart-sweeper", OLD, policy=policy, schedule="*/5 * * * *")
+    active: set[str] = set()
+    most_active = [0]
+
+    def count_active(type_key: str, event: str, old: Any, new: Any) -> None:
+        job = new if new is not None else old
+        if type_key != JOBS or not any(r.get("uid") == cron["metadata"]["uid"] for r in job["metadata"].get("ownerReferences") or ()):
+            return
+        finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in (job.get("status") or {}).get("conditions") or ())
+        if event == "DELETED" or finished or job["metadata"].get("deletionTimestamp"):
+            active.discard(job["metadata"]["uid"])
+        else:
+            active.add(job["metadata"]["uid"])
+        most_active[0] = max(most_active[0], len(active))
+
+    store.add_listener(count_active)
+    # The controller starts the first Job on the old image; then the template moves on.
+    now = staging.clock.time()
+    staging.clock.advance((now // 300 + 1) * 300 - now + 1)
+    assert staging.wait_for(lambda: len(store.get(CRONJOBS, "shop", "cart-sweeper").get("status", {}).get("active") or ()) == 1, timeout=10)
+    (scheduled_ref,) = store.get(CRONJOBS, "shop", "cart-sweeper")["status"]["active"]
+    store.mutate(CRONJOBS, "shop", "cart-sweeper", lambda c: c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].update(image=NEW))
+
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "create_fresh_job": True, "namespaces": ["shop"]})
+
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert store.try_get(JOBS, "shop", scheduled_ref["name"]) is None
+    assert fresh_jobs_of(store, store.get(CRONJOBS, "shop", "cart-sweeper")) == []
+    (skipped,) = [line for line in result.audit if line["action"] == "create-job"]
+    assert skipped["outcome"] == "skipped" and f"concurrencyPolicy {policy}" in skipped["detail"]["why"]
+    next_run = summary_of(result)["next_scheduled_jobs"]["shop/cart-sweeper"]
+    assert "(schedule '*/5 * * * *', UTC)" in next_run and skipped["detail"]["next_run"] == next_run
+    # The next scheduled run starts the new image, alone.
+    staging.clock.advance(300)
+
+    def scheduled_on_new_image() -> bool:
+        refs = store.get(CRONJOBS, "shop", "cart-sweeper").get("status", {}).get("active") or ()
+        jobs = [store.try_get(JOBS, "shop", r["name"]) for r in refs]
+        return any(j and j["spec"]["template"]["spec"]["containers"][0]["image"] == NEW for j in jobs)
+
+    assert staging.wait_for(scheduled_on_new_image, timeout=10)
+    staging.wait_idle(2)
+    assert most_active[0] == 1, "never two active Jobs of the CronJob"
+
+
+def test_an_allow_cronjob_gets_no_fresh_job_when_one_on_the_current_image_runs(dag_runner: DagRunner, world: World) -> None:
+    store = world.clusters["staging"].cluster.store
+    sweeper = add_cronjob(store, "shop", "cart-sweeper", NEW)
+    add_job(store, sweeper, "cart-sweeper-old", OLD)
+    current = add_job(store, sweeper, "cart-sweeper-new", NEW)
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "create_fresh_job": True, "namespaces": ["shop"]})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert store.try_get(JOBS, "shop", "cart-sweeper-old") is None
+    assert fresh_jobs_of(store, store.get(CRONJOBS, "shop", "cart-sweeper")) == []
+    assert store.get(JOBS, "shop", "cart-sweeper-new")["metadata"]["uid"] == current["metadata"]["uid"]
+    assert summary_of(result)["fresh_jobs_not_created"] == {"shop/cart-sweeper": "a Job on the current image already runs: cart-sweeper-new"}
+
+
+def test_images_are_compared_as_normalised_references_and_by_container_set(dag_runner: DagRunner, world: World) -> None:
+    store = world.clusters["staging"].cluster.store
+    digest = "sha256:" + "4" * 64
+    same = {  # CronJob image -> a Job's image naming the same image
+        "nginx:1.27": "docker.io/library/nginx:1.27",
+        "busybox": "index.docker.io/library/busybox:latest",
+        f"registry.example/batch/pinned:2@{digest}": f"registry.example/batch/pinned@{digest}",
+    }
+    for i, (template_image, job_image) in enumerate(same.items()):
+        add_job(store, add_cronjob(store, "shop", f"same-{i}", template_image), f"same-{i}-1", job_image)
+    # A container added to the template: the running Job lacks it, so it is stale.
+    grown = add_cronjob(store, "shop", "grown", NEW)
+    grown_job = add_job(store, grown, "grown-1", NEW)
+    store.mutate(CRONJOBS, "shop", "grown", lambda c: c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"].append({"name": "metrics", "image": "registry.example/exporter:1"}))
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"]})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert all(store.try_get(JOBS, "shop", f"same-{i}-1") is not None for i in range(len(same)))
+    assert store.try_get(JOBS, "shop", "grown-1") is None and grown_job
+    (line,) = [line for line in result.audit if line["action"] == "delete-job"]
+    assert line["target"] == "job/shop/grown-1" and line["detail"]["old_images"] == {"metrics": None} and line["detail"]["new_images"] == {"metrics": "registry.example/exporter:1"}
+
+
+def test_running_digests_option_trusts_what_the_pods_run(dag_runner: DagRunner, world: World) -> None:
+    """The template pins the digest the Job's tag resolved to when its pods pulled it: by reference
+    the Job is stale (a tag against a digest); by what the pods run (imageID), it is current."""
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    cron = add_cronjob(store, "shop", "cart-sweeper", NEW)
+    job = add_job(store, cron, "cart-sweeper-1", NEW)
+    assert staging.wait_for(lambda: bool(running_pods_of(store, job)), timeout=30)
+    running = running_pods_of(store, job)[0]["status"]["containerStatuses"][0]["imageID"]
+    pulled = running.split("@", 1)[1]
+    store.mutate(CRONJOBS, "shop", "cart-sweeper", lambda c: c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].update(image=f"registry.example/batch/cart-sweeper@{pulled}"))
+    other = add_job(store, cron, "cart-sweeper-2", OLD)  # runs another digest: stale either way
+    assert staging.wait_for(lambda: bool(running_pods_of(store, other)), timeout=30)
+
+    by_digest = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": True, "namespaces": ["shop"], "compare_running_digests": True})
+    assert by_digest.state == "success", (by_digest.failed_tasks(), by_digest.errors())
+    assert {line["target"] for line in by_digest.audit if line["action"] == "plan-delete-job"} == {"job/shop/cart-sweeper-2"}
+    by_reference = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": True, "namespaces": ["shop"]})
+    assert {line["target"] for line in by_reference.audit if line["action"] == "plan-delete-job"} == {"job/shop/cart-sweeper-1", "job/shop/cart-sweeper-2"}
+    real = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"], "compare_running_digests": True})
+    assert real.state == "success", (real.failed_tasks(), real.errors())
+    assert store.try_get(JOBS, "shop", "cart-sweeper-1") is not None and store.try_get(JOBS, "shop", "cart-sweeper-2") is None
+
+
+def test_jobs_with_completed_work_and_suspended_jobs_are_left_alone_unless_asked(dag_runner: DagRunner, world: World) -> None:
+    staging = world.clusters["staging"].cluster
+    store = staging.store
+    cron = add_cronjob(store, "shop", "cart-sweeper", NEW)
+    indexed = add_job(store, cron, "cart-sweeper-indexed", OLD, completionMode="Indexed", completions=3, parallelism=3)
+    queued = add_job(store, cron, "cart-sweeper-queued", OLD, suspend=True)  # as Kueue creates it, waiting for admission
+    plain = add_job(store, cron, "cart-sweeper-plain", OLD)
+    # Index 1 finishes early (its pod's run time cut short): the Job reports completedIndexes "1".
+    assert staging.wait_for(lambda: len(running_pods_of(store, indexed)) == 3, timeout=30)
+    pod_1 = next(p for p in running_pods_of(store, indexed) if p["metadata"]["annotations"].get("batch.kubernetes.io/job-completion-index") == "1")
+    store.mutate(PODS, "shop", pod_1["metadata"]["name"], lambda p: p["metadata"]["annotations"].update({RUN_SECONDS_ANNOTATION: "0"}))
+    assert staging.wait_for(lambda: store.get(JOBS, "shop", "cart-sweeper-indexed").get("status", {}).get("completedIndexes") == "1", timeout=30)
+
+    first = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"]})
+    assert first.state == "success", (first.failed_tasks(), first.errors())
+    assert store.try_get(JOBS, "shop", "cart-sweeper-plain") is None and plain
+    assert store.get(JOBS, "shop", "cart-sweeper-indexed")["metadata"]["uid"] == indexed["metadata"]["uid"]
+    assert store.get(JOBS, "shop", "cart-sweeper-queued")["metadata"]["uid"] == queued["metadata"]["uid"]
+    skips = {line["target"]: line["detail"]["why"] for line in first.audit if line["action"] == "plan-skip"}
+    assert "indexes 1 completed" in skips["job/shop/cart-sweeper-indexed"] and "suspended" in skips["job/shop/cart-sweeper-queued"]
+    assert set(summary_of(first)["jobs_left_alone"]) == {"shop/cart-sweeper-indexed", "shop/cart-sweeper-queued"}
+
+    second = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"], "refresh_jobs_with_progress": True, "refresh_suspended_jobs": True})
+    assert second.state == "success", (second.failed_tasks(), second.errors())
+    assert store.try_get(JOBS, "shop", "cart-sweeper-indexed") is None and store.try_get(JOBS, "shop", "cart-sweeper-queued") is None

@@ -7,6 +7,7 @@ import pytest
 
 from kube_maintenance.cronjob_refresh import (
     INSTANTIATE_ANNOTATION,
+    JOB_CONTROLLER_UID_LABEL,
     MAX_NAMESPACE_GROUPS,
     REFRESH_OF_ANNOTATION,
     REPLACES_ANNOTATION,
@@ -18,9 +19,11 @@ from kube_maintenance.cronjob_refresh import (
     is_job_finished,
     judge_namespace,
     namespace_groups_setting,
+    next_scheduled_job,
     select_namespaces,
     shard,
 )
+from kube_maintenance.images import normalise_image, running_digest
 from kube_maintenance.node_plan import ParamError
 from kube_maintenance.registry import RegistryError
 
@@ -181,7 +184,82 @@ def test_init_containers_count_and_containers_are_matched_by_name() -> None:
     stale = {j.name: j for j in verdict.stale}
     assert set(stale) == {"init-only", "renamed"} and verdict.current == ["same"]
     assert stale["init-only"].old_images == {"migrate": "etl-migrate:1"} and stale["init-only"].new_images == {"migrate": "etl-migrate:2"}
-    assert stale["renamed"].new_images == {"worker": None}
+    # The template lost 'worker' and gained 'main' and 'sidecar': each side says which.
+    assert stale["renamed"].old_images == {"main": None, "sidecar": None, "worker": "etl:2"}
+    assert stale["renamed"].new_images == {"main": "etl:2", "sidecar": "proxy:1", "worker": None}
+
+
+def test_a_container_added_to_or_removed_from_the_template_makes_a_job_stale() -> None:
+    cron = cronjob("etl", {"main": "etl:2", "metrics": "exporter:1"})
+    jobs = [job("without-metrics", "etl", {"main": "etl:2"}), job("with-extra", "etl", {"main": "etl:2", "metrics": "exporter:1", "debug": "busybox"}), job("same", "etl", {"metrics": "exporter:1", "main": "etl:2"})]
+    verdict = judge_namespace([cron], jobs, params(), NOW)[0]
+    stale = {j.name: (j.old_images, j.new_images) for j in verdict.stale}
+    assert stale == {"without-metrics": ({"metrics": None}, {"metrics": "exporter:1"}), "with-extra": ({"debug": "busybox"}, {"debug": None})}
+    assert verdict.current == ["same"]
+
+
+@pytest.mark.parametrize(
+    "job_image,template_image",
+    [
+        ("nginx", "docker.io/library/nginx:latest"),
+        ("nginx:1.27", "index.docker.io/library/nginx:1.27"),
+        ("team/tool", "docker.io/team/tool:latest"),
+        ("registry.example/a/b:1@sha256:" + "a" * 64, "registry.example/a/b@sha256:" + "a" * 64),
+        ("localhost:5000/b", "localhost:5000/b:latest"),
+    ],
+)
+def test_references_naming_the_same_image_are_not_stale(job_image: str, template_image: str) -> None:
+    verdict = judge_namespace([cronjob("c", {"main": template_image})], [job("c-1", "c", {"main": job_image})], params(), NOW)[0]
+    assert verdict.current == ["c-1"] and verdict.stale == []
+
+
+@pytest.mark.parametrize(
+    "job_image,template_image",
+    [
+        ("nginx:1.27", "nginx:1.28"),
+        ("nginx", "quay.io/library/nginx"),
+        ("registry.example/a/b@sha256:" + "a" * 64, "registry.example/a/b@sha256:" + "b" * 64),
+        ("registry.example/a/b:1", "registry.example/a/b:1@sha256:" + "a" * 64),  # pinned now: not provably the same by reference
+        ("localhost:5000/b:1", "localhost/b:1"),
+    ],
+)
+def test_references_naming_other_images_are_stale(job_image: str, template_image: str) -> None:
+    verdict = judge_namespace([cronjob("c", {"main": template_image})], [job("c-1", "c", {"main": job_image})], params(), NOW)[0]
+    assert [j.name for j in verdict.stale] == ["c-1"]
+
+
+def test_normalised_references() -> None:
+    assert str(normalise_image("nginx")) == "docker.io/library/nginx:latest"
+    assert str(normalise_image("localhost:5000/tools/b")) == "localhost:5000/tools/b:latest"
+    assert str(normalise_image("r.example:443/b:2@sha256:ab")) == "r.example:443/b:2@sha256:ab"
+    assert normalise_image("r.example/b@sha256:ab").tag is None
+    assert running_digest("docker-pullable://nginx@sha256:ab") == "sha256:ab" and running_digest("docker.io/library/nginx@sha256:cd") == "sha256:cd"
+    assert running_digest("sha256:ab") is None and running_digest("") is None and running_digest(None) is None
+
+
+def pod_of(job_name: str, statuses: dict[str, str], init: dict[str, str] | None = None) -> dict:
+    status = {"containerStatuses": [{"name": n, "imageID": i} for n, i in statuses.items()]}
+    if init:
+        status["initContainerStatuses"] = [{"name": n, "imageID": i} for n, i in init.items()]
+    return {"metadata": {"name": f"{job_name}-x", "labels": {JOB_CONTROLLER_UID_LABEL: f"uid-{job_name}"}}, "status": status}
+
+
+def test_running_digests_prove_a_tagged_job_current_only_when_asked_and_every_pod_agrees() -> None:
+    pinned, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    cron = cronjob("c", {"main": f"registry.example/c@{pinned}"}, init={"migrate": "registry.example/m:2"})
+    jobs = [job(n, "c", {"main": "registry.example/c:2"}, init={"migrate": "registry.example/m:2"}) for n in ("runs-it", "runs-other", "mixed", "no-report")]
+    pods = [
+        pod_of("runs-it", {"main": f"registry.example/c@{pinned}"}, init={"migrate": "registry.example/m@" + other}),
+        pod_of("runs-other", {"main": f"registry.example/c@{other}"}),
+        pod_of("mixed", {"main": f"registry.example/c@{pinned}"}),
+        pod_of("mixed", {"main": f"docker-pullable://registry.example/c@{other}"}),
+        pod_of("no-report", {"main": ""}),
+    ]
+    by_refs = judge_namespace([cron], jobs, params(), NOW, pods)[0]
+    assert {j.name for j in by_refs.stale} == {"runs-it", "runs-other", "mixed", "no-report"}
+    by_digests = judge_namespace([cron], jobs, params(compare_running_digests=True), NOW, pods)[0]
+    assert by_digests.current == ["runs-it"]
+    assert {j.name for j in by_digests.stale} == {"runs-other", "mixed", "no-report"}
 
 
 def test_young_jobs_wait_for_the_minimum_age() -> None:
@@ -196,6 +274,86 @@ def test_suspended_cronjobs_are_reported_and_left_alone() -> None:
     verdict = judge_namespace([cronjob("paused", {"main": "p:2"}, suspend=True)], [job("paused-1", "paused", {"main": "p:1"})], params(), NOW)[0]
     assert verdict.suspended and [j.name for j in verdict.stale] == ["paused-1"]
     assert verdict.jobs_to_delete == []
+
+
+def test_opted_out_cronjobs_are_reported_and_left_alone_and_unclear_values_opt_nothing_out() -> None:
+    skipped = cronjob("ledger", {"main": "l:2"})
+    skipped["metadata"]["annotations"] = {"kube-maintenance.io/skip": "true", "kube-maintenance.io/skip-reason": "month-end close"}
+    typo = cronjob("typo", {"main": "t:2"})
+    typo["metadata"]["annotations"] = {"kube-maintenance.io/skip": "yes"}
+    verdicts = by_name(judge_namespace([skipped, typo], [job("ledger-1", "ledger", {"main": "l:1"}), job("typo-1", "typo", {"main": "t:1"})], params(), NOW))
+    assert verdicts["ledger"].opted_out and "month-end close" in verdicts["ledger"].opted_out
+    assert [j.name for j in verdicts["ledger"].stale] == ["ledger-1"] and verdicts["ledger"].jobs_to_delete == []
+    assert verdicts["typo"].opted_out is None and "'yes'" in (verdicts["typo"].unclear_opt_out or "")
+    assert [j.name for j in verdicts["typo"].jobs_to_delete] == ["typo-1"]
+
+
+def test_opted_out_namespaces_are_left_out_even_when_named() -> None:
+    namespaces = [*NAMESPACES, {"metadata": {"name": "ledger", "labels": {"managed-by": "Helm"}, "annotations": {"kube-maintenance.io/skip": "True", "kube-maintenance.io/skip-reason": "audit"}}}]
+    for p in (params(), params(namespaces=["ledger", "shop"])):
+        selection = select_namespaces(namespaces, p, PROTECTED)
+        assert "ledger" not in selection.chosen and "shop" in selection.chosen
+        assert "audit" in selection.opted_out["ledger"] and selection.skipped["ledger"] == selection.opted_out["ledger"]
+
+
+def test_jobs_with_completed_work_or_suspended_are_left_alone_unless_asked() -> None:
+    cron = cronjob("shards", {"main": "s:2"})
+    indexed = job("indexed", "shards", {"main": "s:1"})
+    indexed["status"] = {"active": 2, "completedIndexes": "0-2,5"}
+    parallel = job("parallel", "shards", {"main": "s:1"})
+    parallel["status"] = {"active": 3, "succeeded": 2}
+    queued = job("queued", "shards", {"main": "s:1"})
+    queued["spec"]["suspend"] = True
+    queued["status"] = {}
+    plain = job("plain", "shards", {"main": "s:1"})
+    jobs = [indexed, parallel, queued, plain]
+    verdict = judge_namespace([cron], jobs, params(), NOW)[0]
+    assert [j.name for j in verdict.jobs_to_delete] == ["plain"]
+    assert set(verdict.left_alone) == {"indexed", "parallel", "queued"}
+    assert "indexes 0-2,5 completed" in verdict.left_alone["indexed"] and "2 pod(s) succeeded" in verdict.left_alone["parallel"]
+    assert "suspended" in verdict.left_alone["queued"]
+    with_progress = judge_namespace([cron], jobs, params(refresh_jobs_with_progress=True), NOW)[0]
+    assert [j.name for j in with_progress.jobs_to_delete] == ["indexed", "parallel", "plain"] and set(with_progress.left_alone) == {"queued"}
+    everything = judge_namespace([cron], jobs, params(refresh_jobs_with_progress=True, refresh_suspended_jobs=True), NOW)[0]
+    assert len(everything.jobs_to_delete) == 4 and everything.left_alone == {}
+
+
+def test_fresh_jobs_only_for_allow_and_only_without_a_current_job() -> None:
+    def verdict_for(policy: str, current: bool) -> CronJobVerdict:
+        cron = cronjob("c", {"main": "c:2"})
+        cron["spec"]["concurrencyPolicy"] = policy
+        jobs = [job("c-old", "c", {"main": "c:1"})] + ([job("c-new", "c", {"main": "c:2"})] if current else [])
+        return judge_namespace([cron], jobs, params(), NOW)[0]
+
+    assert verdict_for("Allow", current=False).why_no_fresh_job is None
+    assert "already runs: c-new" in (verdict_for("Allow", current=True).why_no_fresh_job or "")
+    for policy in ("Forbid", "Replace"):
+        why = verdict_for(policy, current=False).why_no_fresh_job or ""
+        assert f"concurrencyPolicy {policy}" in why and "2026-11-21T13:00:00+00:00" in why, why
+
+
+def test_next_scheduled_job_follows_schedule_time_zone_and_runs_missed_while_a_job_ran() -> None:
+    cron = cronjob("c", {"main": "c:2"})
+    cron["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    cron["spec"].update(schedule="30 2 * * *", timeZone="Europe/Berlin")
+    cron["status"] = {"lastScheduleTime": "2026-11-21T01:30:00Z"}  # today's 02:30 Berlin run started
+    assert next_scheduled_job(cron, NOW).startswith("2026-11-22T02:30:00+01:00")
+    cron["spec"]["timeZone"] = None
+    cron["spec"]["schedule"] = "CRON_TZ=America/New_York 0 9 * * 1-5"
+    cron["status"] = {"lastScheduleTime": "2026-11-20T14:00:00Z"}  # Friday's run; NOW is a Saturday
+    assert next_scheduled_job(cron, NOW).startswith("2026-11-23T09:00:00-05:00")
+    # Forbid skipped the 11:00 and 12:00 runs while a Job ran: the controller starts the most recent
+    # one once no Job of it is active.
+    later = NOW + dt.timedelta(minutes=30)
+    cron["spec"].update(schedule="0 * * * *", concurrencyPolicy="Forbid")
+    cron["status"] = {"lastScheduleTime": "2026-11-21T10:00:00Z"}
+    assert next_scheduled_job(cron, later) == "as soon as no Job of it is active: the run due at 2026-11-21T12:00:00+00:00 has not started yet"
+    cron["spec"]["startingDeadlineSeconds"] = 600  # too late for that one: the next hour
+    assert next_scheduled_job(cron, later).startswith("2026-11-21T13:00:00+00:00")
+    cron["spec"]["suspend"] = True
+    assert next_scheduled_job(cron, NOW) == "none while the CronJob is suspended"
+    cron["spec"].update(suspend=False, timeZone="Mars/Olympus")
+    assert next_scheduled_job(cron, NOW).startswith("unknown")
 
 
 def test_the_cronjob_selector_and_cronjobs_being_deleted() -> None:
