@@ -43,6 +43,7 @@ FAKE_ACCOUNT_ID = "123456789012"  # moto's default account, which unknown access
 CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"  # value "owned": the cluster's own resources
 NODE_TEMPLATE_LABEL_TAG = "k8s.io/cluster-autoscaler/node-template/label/"  # the labels a group's nodes get
 ASG_NAME_TAG = "aws:autoscaling:groupName"  # put on every instance an Auto Scaling group launches
+LAUNCH_TEMPLATE_TAG = "aws:ec2launchtemplate:id"  # put by EC2 on every instance launched from a template
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"  # names the node group (here: the ASG) a node belongs to
 CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"
 NODE_IMAGE_LABEL = "eks.amazonaws.com/nodegroup-image"
@@ -192,7 +193,14 @@ def _make_moto_launch_like_aws() -> None:
     reported = InstanceState.launch_template
 
     def launch_template_launched_from(state: Any) -> Any:
-        return getattr(state, "sandbox_launched_from", None) or reported.fget(state)
+        launched_from = getattr(state, "sandbox_launched_from", None)
+        if launched_from is None:
+            # An attached instance: what it was launched from is on its own EC2 tags.
+            tags = {t["key"]: t["value"] for t in state.instance.get_tags()}
+            template_id = tags.get(LAUNCH_TEMPLATE_TAG)
+            if template_id:
+                launched_from = {"LaunchTemplateId": template_id, "Version": tags.get("aws:ec2launchtemplate:version")}
+        return launched_from or reported.fget(state)
 
     InstanceState.launch_template = property(launch_template_launched_from)  # type: ignore[assignment,method-assign]
 
@@ -459,9 +467,16 @@ class CloudBridge:
         to_replace: list[str],
     ) -> None:
         member_of: dict[str, str] = {}
+        group_of_template: dict[str, str] = {}
         group_labels: dict[str, dict[str, str]] = {}
         for group in groups:
             name = group["AutoScalingGroupName"]
+            template_id = (group.get("LaunchTemplate") or {}).get("LaunchTemplateId")
+            if template_id:
+                # Its kubelet's node group and labels come from the launch template (the node
+                # group's user data), so an instance launched from it outside the group, to be
+                # attached, registers as one of the group's nodes too.
+                group_of_template.setdefault(template_id, name)
             group_labels[name] = {
                 tag["Key"][len(NODE_TEMPLATE_LABEL_TAG):]: tag["Value"]
                 for tag in group.get("Tags") or ()
@@ -480,7 +495,7 @@ class CloudBridge:
                     continue
                 if not instance.get("PrivateDnsName"):
                     continue  # no address yet: the kubelet cannot register
-                self._instances[instance_id] = self._track(instance, member_of, group_labels, now)
+                self._instances[instance_id] = self._track(instance, member_of, group_of_template, group_labels, now)
                 continue
             self._set_state(tracked, state, now)
             if state in STOPPED_STATES and instance_id in member_of:
@@ -490,11 +505,12 @@ class CloudBridge:
         self,
         instance: dict[str, Any],
         member_of: dict[str, str],
+        group_of_template: dict[str, str],
         group_labels: dict[str, dict[str, str]],
         now: float,
     ) -> TrackedInstance:
         tags = {t["Key"]: t["Value"] for t in instance.get("Tags") or ()}
-        group = member_of.get(instance["InstanceId"]) or tags.get(ASG_NAME_TAG)
+        group = member_of.get(instance["InstanceId"]) or tags.get(ASG_NAME_TAG) or group_of_template.get(tags.get(LAUNCH_TEMPLATE_TAG, ""))
         launched = instance["LaunchTime"].timestamp()
         # Instances already running when the bridge attached have been booting since their launch
         # (long ago for an aged cluster); one that appears later boots from now on (LaunchTime only

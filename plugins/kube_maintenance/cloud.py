@@ -1,11 +1,13 @@
 """EC2 and Auto Scaling through the amazon provider's hooks (one ``aws`` connection per cluster).
 
-Only what node replacement needs: which group an instance belongs to, its state, and terminating
-it *in its group without lowering desired capacity* (so the group launches a replacement).
+Only what node replacement needs: which group an instance belongs to, its state, terminating it
+*in its group without lowering desired capacity* (so the group launches a replacement), and for a
+surge, launching one instance as the group would, in a chosen zone, and attaching it to the group.
 Botocore retries throttling and 5xx itself (standard mode); we add nothing on top.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 GONE_STATES = frozenset({"shutting-down", "terminated"})
+# Tags on an instance launched ahead of a surge: the instance it stands in for, and the run.
+SURGE_REPLACES_TAG = "kube-maintenance.io/replaces"
+SURGE_RUN_TAG = "kube-maintenance.io/launched-by"
 
 
 @dataclass(frozen=True)
@@ -154,3 +159,83 @@ class Cloud:
         self.calls += 1
         resp = self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement_desired)
         return resp.get("Activity", {})
+
+    # ------------------------------------------------------------------------------ surge per zone
+    def launch_template_of(self, group: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
+        """The launch template (id and version) a group launches with, or why one instance cannot
+        be launched as the group would (a launch configuration, a mix of instance types)."""
+        if group.get("MixedInstancesPolicy"):
+            return None, "it mixes instance types and purchase options (MixedInstancesPolicy): Auto Scaling alone chooses what to launch"
+        spec = group.get("LaunchTemplate") or {}
+        if not spec.get("LaunchTemplateId") and not spec.get("LaunchTemplateName"):
+            return None, "it launches from a launch configuration, not a launch template"
+        template = {"LaunchTemplateId": spec["LaunchTemplateId"]} if spec.get("LaunchTemplateId") else {"LaunchTemplateName": spec["LaunchTemplateName"]}
+        template["Version"] = str(spec.get("Version") or "$Default")
+        return template, ""
+
+    def zone_subnets(self, groups: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+        """For each group: Availability Zone -> the first of its subnets in that zone (one call)."""
+        by_group = {g["AutoScalingGroupName"]: [s.strip() for s in (g.get("VPCZoneIdentifier") or "").split(",") if s.strip()] for g in groups}
+        subnet_ids = sorted({s for subnets in by_group.values() for s in subnets})
+        zone_of: dict[str, str] = {}
+        if subnet_ids:
+            self.calls += 1
+            for subnet in self.ec2.describe_subnets(SubnetIds=subnet_ids).get("Subnets", []):
+                zone_of[subnet["SubnetId"]] = subnet["AvailabilityZone"]
+        out: dict[str, dict[str, str]] = {}
+        for name, subnets in by_group.items():
+            out[name] = {}
+            for subnet in subnets:
+                if subnet in zone_of:
+                    out[name].setdefault(zone_of[subnet], subnet)
+        return out
+
+    def surge_instances(self, replaced_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Instances launched to stand in for each of ``replaced_ids`` (any run, any state)."""
+        if not replaced_ids:
+            return {}
+        self.calls += 1
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in replaced_ids}
+        filters = [{"Name": f"tag:{SURGE_REPLACES_TAG}", "Values": replaced_ids}]
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page.get("Reservations", []):
+                for inst in reservation.get("Instances", []):
+                    tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or ()}
+                    out.setdefault(tags.get(SURGE_REPLACES_TAG, ""), []).append(inst)
+        return out
+
+    def launch_like_group(self, group: dict[str, Any], subnet_id: str, replaces: str, run: str, attempt: int) -> str:
+        """Launch one instance as ``group`` would (its launch template and version, its
+        propagated tags) into ``subnet_id``. The client token makes a retried call return the
+        instance the first call launched instead of launching another."""
+        template, why = self.launch_template_of(group)
+        if template is None:
+            raise ValueError(f"cannot launch for {group['AutoScalingGroupName']}: {why}")
+        tags = [
+            {"Key": t["Key"], "Value": t["Value"]}
+            for t in group.get("Tags") or ()
+            if t.get("PropagateAtLaunch") and not t["Key"].startswith("aws:")
+        ]
+        tags += [{"Key": SURGE_REPLACES_TAG, "Value": replaces}, {"Key": SURGE_RUN_TAG, "Value": run[:256]}]
+        token = hashlib.sha256(f"{run}/{replaces}/{attempt}".encode()).hexdigest()[:64]
+        self.calls += 1
+        resp = self.ec2.run_instances(
+            LaunchTemplate=template,
+            SubnetId=subnet_id,
+            MinCount=1,
+            MaxCount=1,
+            ClientToken=token,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )
+        return resp["Instances"][0]["InstanceId"]
+
+    def attach_to_group(self, group_name: str, instance_ids: list[str]) -> None:
+        """Attach running instances to a group; Auto Scaling raises desired capacity by their count."""
+        self.calls += 1
+        self.autoscaling.attach_instances(AutoScalingGroupName=group_name, InstanceIds=instance_ids)
+
+    def terminate_unattached(self, instance_ids: list[str]) -> None:
+        """Terminate instances that belong to no group (a surge launch the run never attached)."""
+        if instance_ids:
+            self.calls += 1
+            self.ec2.terminate_instances(InstanceIds=instance_ids)

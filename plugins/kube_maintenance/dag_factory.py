@@ -135,7 +135,7 @@ NODE_REPLACEMENT_FIELDS: tuple[FormField, ...] = (
     FormField("min_node_age_hours", "Minimum node age (hours)", "Only nodes older than this many hours (0: any age).", {"type": "number", "minimum": 0}, SECTION_TARGET),
     FormField("max_nodes", "Most nodes", "Most nodes this run replaces, oldest first.", {"type": "integer", "minimum": 1, "maximum": 1000}, SECTION_TARGET),
     FormField("batch_size", "Batch size", "Most nodes out of service at once; batches run strictly one after another.", {"type": "integer", "minimum": 1, "maximum": 100}, SECTION_PACE),
-    FormField("surge", "Surge", "Launch each batch's replacements before draining it (the group grows by the batch, then shrinks back); off: replace in place.", {"type": "boolean"}, SECTION_PACE),
+    FormField("surge", "Surge", "Launch each batch's replacements before draining it, each in the zone of the node it replaces (the group grows by the batch, then shrinks back); off: replace in place.", {"type": "boolean"}, SECTION_PACE),
     FormField("drain_timeout_seconds", "Drain timeout (s)", "Give up on a drain after this long: the run stops and the cleanup uncordons the batch.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
     FormField("replacement_timeout_seconds", "Replacement timeout (s)", "Fail if a replacement node is not Ready within this long of the termination.", {"type": "integer", "minimum": 1, "maximum": 86400}, SECTION_PACE),
     FormField(
@@ -192,7 +192,7 @@ NODE_REPLACEMENT_DRY_RUN = (
 _NODE_TASK_DOCS = {
     "plan": "Reads the form, checks the maintenance window, picks the nodes (selector, names, age, oldest first) and splits them into batches; finds each node's EC2 instance and Auto Scaling group. Changes nothing.",
     "preflight": "Checks the cluster is healthy enough to disrupt and that no pod of the plan's nodes would be lost by a drain (unmanaged, emptyDir), then takes the cluster's maintenance lock. A dry run ends here.",
-    "launch_surge": "First step of a batch: starts no batch the maintenance window cannot fit. With surge, raises each group's desired capacity by the batch and waits for the new nodes to be Ready.",
+    "launch_surge": "First step of a batch: starts no batch the maintenance window cannot fit. With surge, launches each replacement in the zone of the node it replaces, attaches it to the group and waits for its node to be Ready.",
     "cordon": "Marks the batch's nodes unschedulable, recording on each node which run cordoned it and whether it was cordoned before; then scales up by one each Deployment the drain would leave with no Ready pod (no PodDisruptionBudget covering it).",
     "drain": "Evicts the batch's pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) and waits for them to go, up to the drain timeout. On a node that is not Ready, pods stuck terminating past the dead-node wait, and unready pods their budget will not let go, are left to the pod garbage collector.",
     "terminate": "Terminates each drained node's EC2 instance in its Auto Scaling group (desired capacity kept, or lowered back after a surge). Refuses a node that still has pods a drain would evict, whatever the drain task's state.",

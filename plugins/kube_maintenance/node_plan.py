@@ -10,7 +10,7 @@ from .params import FieldReader, ParamError
 from .selectors import parse_label_selector
 
 _PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[^/]+)/(?P<instance>i-[0-9a-f]+)$")
-__all__ = ["NodeReplacementParams", "ParamError", "Plan", "PlannedNode", "plan_replacement", "surge_problems"]
+__all__ = ["NodeReplacementParams", "ParamError", "Plan", "PlannedNode", "plan_replacement", "surge_placement_problems", "surge_problems"]
 # Annotation we put on nodes we cordon, so a retry or a rollback knows the cordon was ours.
 CORDONED_BY_ANNOTATION = "kube-maintenance.io/cordoned-by"
 
@@ -145,6 +145,28 @@ def surge_problems(plan: Plan, max_by_group: Mapping[str, int]) -> list[str]:
                     "lower batch_size, raise the group's MaxSize, or replace in place (surge false)"
                 )
     return sorted(set(problems))
+
+
+def surge_placement_problems(plan: Plan, zone_subnets: Mapping[str, Mapping[str, str]], cannot_launch: Mapping[str, str]) -> list[str]:
+    """Nodes whose replacement cannot be launched ahead of the drain in the node's own zone.
+
+    A surge adds each replacement in the zone of the node it replaces and then removes that
+    node, so every zone keeps its count and Auto Scaling has nothing to rebalance (a rebalance
+    terminates instances nobody drained).
+    """
+    problems = []
+    for node in plan.nodes:
+        if not node.asg:
+            continue
+        if node.asg in cannot_launch:
+            problems.append(f"surge: cannot launch a replacement for {node.name} in its own zone: group {node.asg}: {cannot_launch[node.asg]}; replace in place (surge false)")
+        elif node.zone not in zone_subnets.get(node.asg, {}):
+            zones = ", ".join(sorted(zone_subnets.get(node.asg, {}))) or "none"
+            problems.append(
+                f"surge: cannot launch a replacement for {node.name} in its zone {node.zone}: group {node.asg} has no subnet there "
+                f"(its zones: {zones}); replace in place (surge false)"
+            )
+    return problems
 
 
 def instance_of(node: Mapping[str, Any]) -> tuple[str, str] | None:

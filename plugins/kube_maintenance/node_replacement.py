@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from . import drain as drain_rules
 from .health import preflight_report, unavailable_workloads, validation_report
+from .cloud import GONE_STATES
 from .k8s import DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS, STATEFULSETS, STRATEGIC_MERGE_PATCH
 from .protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, ready_pods_elsewhere, scale_back_to
 from .rollout import selector_string
@@ -32,6 +33,7 @@ from .node_plan import (
     instance_of,
     is_node_ready,
     plan_replacement,
+    surge_placement_problems,
     surge_problems,
 )
 from .forms import run_conf
@@ -138,6 +140,8 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
         log.info("not fully available before the run (validation will not wait for them): %s", ", ".join(the_plan.unavailable_before[:20]))
     if params.surge:
         problems = surge_problems(the_plan, {g: int(described.get(g, {}).get("MaxSize", 0)) for g in groups})
+        cannot_launch = {g: why for g in groups if (why := rt.cloud.launch_template_of(described.get(g, {}))[1])}
+        problems += surge_placement_problems(the_plan, rt.cloud.zone_subnets(list(described.values())), cannot_launch)
         if problems:
             fail("\n".join(problems))
     for i, batch in enumerate(the_plan.batches, start=1):
@@ -412,10 +416,13 @@ def _scale_back(rt: TaskRuntime, deployments: list[Mapping[str, Any]]) -> list[s
 
 
 def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
-    """Surge mode: raise each group's desired capacity for this batch and wait for the new nodes.
+    """Surge mode: launch each of this batch's replacements in the zone of the node it replaces,
+    attach it to the node's group, and wait for its node to be Ready.
 
-    Returns True at once when replacing in place. Desired capacity is set to an absolute value
-    (what the plan saw plus this batch's count), so a retry never adds capacity twice.
+    Returns True at once when replacing in place. Each launch is tagged with the instance it
+    stands in for, so a retry (or the next run, after a dead one) finds it instead of launching
+    another; attaching raises the group's desired capacity by one, and terminating the replaced
+    node later lowers it again: every zone keeps its count, and there is nothing to rebalance.
     """
     params, rt = _params(cluster_name, context)
     if params.dry_run:
@@ -432,27 +439,45 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
             skip(f"not starting batch {index + 1}: {closing}; the remaining nodes wait for the next run")
     if not params.surge:
         return True
-    extra = the_plan.surge_by_group(index)
-    described = rt.cloud.groups(sorted(extra))
+    in_groups = [n for n in batch if n.asg]
+    described = rt.cloud.groups(sorted({n.asg for n in in_groups if n.asg}))
+    members = {i["InstanceId"]: name for name, g in described.items() for i in g.get("Instances", [])}
+    launched = rt.cloud.surge_instances([n.instance_id for n in in_groups])
     nodes, _ = rt.kube.list(NODES)
     ready_instances = _ready_instances(nodes)
-    replaced_before = {n.instance_id for b in the_plan.batches[:index] for n in b}
-    waiting = {}
-    for group, count in extra.items():
-        wanted = the_plan.desired_by_group_before.get(group, 0) + count
-        current = int(described.get(group, {}).get("DesiredCapacity", 0))
-        if current < wanted:
-            rt.cloud.set_desired_capacity(group, wanted)
-            rt.audit.record("surge", f"asg/{group}", before={"desired": current}, after={"desired": wanted}, batch=index + 1, nodes=[n.name for n in batch])
-        ready = sum(
-            1 for i in described.get(group, {}).get("Instances", []) if i["InstanceId"] in ready_instances and i["InstanceId"] not in replaced_before
-        )
-        if ready < the_plan.ready_by_group_before.get(group, 0) + count:
-            waiting[group] = f"{ready}/{the_plan.ready_by_group_before.get(group, 0) + count} Ready"
+    zone_subnets = rt.cloud.zone_subnets(list(described.values()))
+    waiting: dict[str, str] = {}
+    surge_ids: list[str] = []
+    for planned in in_groups:
+        group = described[planned.asg]
+        alive = [i for i in launched.get(planned.instance_id, []) if i["State"]["Name"] not in GONE_STATES]
+        if not alive:
+            attempt = len(launched.get(planned.instance_id, []))
+            subnet = zone_subnets[planned.asg][planned.zone]
+            instance_id = rt.cloud.launch_like_group(group, subnet, planned.instance_id, rt.holder, attempt)
+            rt.audit.record("surge-launch", f"instance/{instance_id}", before=None, after={"zone": planned.zone, "subnet": subnet}, replaces=planned.name, asg=planned.asg, batch=index + 1)
+            waiting[planned.name] = f"{instance_id} launched in {planned.zone}"
+            continue
+        surge = alive[0]
+        instance_id = surge["InstanceId"]
+        surge_ids.append(instance_id)
+        if instance_id not in members:
+            if surge["State"]["Name"] != "running":
+                waiting[planned.name] = f"{instance_id} {surge['State']['Name']}"
+                continue
+            desired = int(group.get("DesiredCapacity", 0))
+            rt.cloud.attach_to_group(planned.asg, [instance_id])
+            group["DesiredCapacity"] = desired + 1
+            rt.audit.record(
+                "surge", f"asg/{planned.asg}", before={"desired": desired}, after={"desired": desired + 1},
+                instance=instance_id, zone=surge["Placement"]["AvailabilityZone"], replaces=planned.name, batch=index + 1,
+            )
+        if instance_id not in ready_instances:
+            waiting[planned.name] = f"{instance_id} not a Ready node yet"
     if waiting:
         log.info("waiting for surge nodes: %s", waiting)
         return False
-    _disable_scale_down(rt, _new_nodes(nodes, the_plan, sorted(extra), {g: described.get(g, {}).get("Instances", []) for g in extra}))
+    _disable_scale_down(rt, [n for n in nodes if _instance_id(n) in surge_ids])
     return True
 
 
@@ -780,6 +805,7 @@ def _report_surge_left(rt: TaskRuntime, the_plan: Plan) -> dict[str, int]:
     groups = sorted(the_plan.desired_by_group_before)
     try:
         described = rt.cloud.groups(groups)
+        _terminate_unattached_surge(rt, the_plan, described)
     except Exception as exc:  # noqa: BLE001 - a report, not a change: never fail the cleanup for it
         log.warning("cannot check surge capacity of %s: %s", groups, exc)
         return {}
@@ -790,10 +816,26 @@ def _report_surge_left(rt: TaskRuntime, the_plan: Plan) -> dict[str, int]:
             left[group] = extra
             log.warning(
                 "surge capacity left in place: %s keeps %d extra instance(s) (desired was %d before the run); "
-                "scale it back once the failed node is dealt with",
+                "a run replacing the same node uses it, or scale the group back once the failed node is dealt with",
                 group,
                 extra,
                 the_plan.desired_by_group_before[group],
             )
             rt.audit.record("surge-left", f"asg/{group}", before={"desired": the_plan.desired_by_group_before[group]}, after={"desired": the_plan.desired_by_group_before[group] + extra}, outcome="skipped")
     return left
+
+
+def _terminate_unattached_surge(rt: TaskRuntime, the_plan: Plan, described: Mapping[str, Mapping[str, Any]]) -> None:
+    """Terminate instances launched for this plan's surge and never attached to their group: no
+    group counts or replaces them, so nothing else would ever stop them. Attached ones are left
+    (the group counts them; a run replacing the same node uses them)."""
+    members = {i["InstanceId"] for g in described.values() for i in g.get("Instances", [])}
+    launched = rt.cloud.surge_instances([n.instance_id for n in the_plan.nodes if n.asg])
+    stray = sorted(
+        i["InstanceId"] for instances in launched.values() for i in instances
+        if i["InstanceId"] not in members and i["State"]["Name"] not in GONE_STATES
+    )
+    if stray:
+        rt.cloud.terminate_unattached(stray)
+        for instance_id in stray:
+            rt.audit.record("surge-cancel", f"instance/{instance_id}", before="running outside its group", after="terminating")

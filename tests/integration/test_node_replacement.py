@@ -478,26 +478,48 @@ def test_a_manual_run_outside_the_window_needs_ignore_window(dag_runner: DagRunn
     assert len(summary["replaced"]) == 1 and summary["not_replaced"] == [] and summary["lock_released"] is True
 
 
-def test_surge_launches_replacements_first_and_shrinks_back(dag_runner: DagRunner, world: World) -> None:
+def test_surge_launches_each_replacement_in_its_nodes_zone_first_and_shrinks_back(dag_runner: DagRunner, world: World) -> None:
     staging = world.clusters["staging"].cluster
     autoscaling = boto3.client("autoscaling", region_name="eu-west-1", endpoint_url=world.moto_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    ec2 = boto3.client("ec2", region_name="eu-west-1", endpoint_url=world.moto_url, aws_access_key_id="testing", aws_secret_access_key="testing")
 
-    def desired() -> int:
-        return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["staging-general"])["AutoScalingGroups"][0]["DesiredCapacity"]
+    def group() -> dict:
+        return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["staging-general"])["AutoScalingGroups"][0]
 
-    before_desired = desired()
-    old_general = {n["metadata"]["name"] for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"}
+    def instances_per_zone() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for instance in group()["Instances"]:
+            counts[instance["AvailabilityZone"]] = counts.get(instance["AvailabilityZone"], 0) + 1
+        return counts
+
+    before_desired, before_zones = group()["DesiredCapacity"], instances_per_zone()
+    general = [n for n in staging.store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "general"]
+    zone_of = {n["metadata"]["name"]: n["metadata"]["labels"]["topology.kubernetes.io/zone"] for n in general}
+    # Two nodes of one zone: a plain desired-capacity surge would launch into the two emptiest
+    # zones (Auto Scaling balances launches), and removing both nodes would leave their zone short.
+    zone = max(before_zones, key=lambda z: before_zones[z])
+    victims = sorted(name for name, z in zone_of.items() if z == zone)[:2]
+    assert len(victims) == 2, before_zones
     staging.monitor.reset()
-    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "surge": True, "max_nodes": 2, "batch_size": 2, "node_selector": "workload-type=general"})
+    result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "surge": True, "node_names": victims, "batch_size": 2})
     assert result.state == "success", (result.failed_tasks(), result.errors())
     actions = [line["action"] for line in result.audit]
-    assert actions.index("surge") < actions.index("cordon"), "replacements are launched before anything is cordoned"
-    surge = next(line for line in result.audit if line["action"] == "surge")
-    assert surge["before"] == {"desired": before_desired} and surge["after"] == {"desired": before_desired + 2}
+    assert actions.index("surge-launch") < actions.index("cordon"), "replacements are launched before anything is cordoned"
+    launches = [line for line in result.audit if line["action"] == "surge-launch"]
+    assert sorted(line["detail"]["replaces"] for line in launches) == victims
+    assert all(line["after"]["zone"] == zone for line in launches), "each replacement in its node's zone"
+    attached = [line for line in result.audit if line["action"] == "surge"]
+    assert [(l["before"]["desired"], l["after"]["desired"]) for l in attached] == [(before_desired, before_desired + 1), (before_desired + 1, before_desired + 2)]
     assert all(line["detail"]["should_decrement_desired_capacity"] for line in result.audit if line["action"] == "terminate")
-    assert desired() == before_desired, "the group is back to its size"
-    assert len(old_general - node_names(world)) == 2 and len(node_names(world)) == 6
+    assert group()["DesiredCapacity"] == before_desired, "the group is back to its size"
+    assert instances_per_zone() == before_zones, "every zone keeps its count: nothing for AZRebalance to do"
+    assert not set(victims) & node_names(world) and len(node_names(world)) == 6
+    surge_ids = [line["target"].split("/", 1)[1] for line in launches]
+    tags = {t["Key"]: t["Value"] for r in ec2.describe_instances(InstanceIds=surge_ids)["Reservations"] for i in r["Instances"] for t in i["Tags"]}
+    assert tags.get("kubernetes.io/cluster/staging") == "owned", "the group's propagated tags are on the launched instances"
     assert staging.monitor.report()["max_nodes_out_of_service"] <= 2
+    dry = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "surge": True, "node_names": sorted(node_names(world))[:1]})
+    assert dry.state == "success" and not [l for l in dry.audit if l["action"].startswith("surge")], "a dry run launches nothing"
 
 
 def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner: DagRunner, world: World) -> None:

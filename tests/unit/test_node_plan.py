@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from kube_maintenance.node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, plan_replacement, surge_problems
+from kube_maintenance.node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, plan_replacement, surge_placement_problems, surge_problems
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -114,6 +114,17 @@ def test_surge_needs_room_under_each_group_maxsize() -> None:
     assert surge_problems(plan, {"general": 6, "batch": 3}) == []
     problems = surge_problems(plan, {"general": 5, "batch": 3})
     assert problems == ["surge: batch 1 needs general at 6 instances but its MaxSize is 5; lower batch_size, raise the group's MaxSize, or replace in place (surge false)"]
+
+
+def test_surge_launches_only_where_the_nodes_zone_has_a_subnet_of_its_group() -> None:
+    plan = Plan(batches=[[PlannedNode("a", "i-a", "eu-west-1a", "t", False, "general"), PlannedNode("b", "i-b", "eu-west-1c", "t", False, "general")], [PlannedNode("c", "i-c", "eu-west-1a", "t", False, "spot")]])
+    zones = {"general": {"eu-west-1a": "subnet-a", "eu-west-1b": "subnet-b"}, "spot": {"eu-west-1a": "subnet-a"}}
+    problems = surge_placement_problems(plan, zones, {"spot": "it mixes instance types"})
+    assert problems == [
+        "surge: cannot launch a replacement for b in its zone eu-west-1c: group general has no subnet there (its zones: eu-west-1a, eu-west-1b); replace in place (surge false)",
+        "surge: cannot launch a replacement for c in its own zone: group spot: it mixes instance types; replace in place (surge false)",
+    ]
+    assert surge_placement_problems(plan, {**zones, "general": {**zones["general"], "eu-west-1c": "subnet-c"}}, {}) == []
 
 
 def test_nodes_others_replace_are_left_to_them() -> None:
