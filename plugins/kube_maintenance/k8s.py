@@ -83,6 +83,7 @@ JOBS = ResourceRef("batch", "v1", "jobs")
 CRONJOBS = ResourceRef("batch", "v1", "cronjobs")
 PDBS = ResourceRef("policy", "v1", "poddisruptionbudgets")
 LEASES = ResourceRef("coordination.k8s.io", "v1", "leases")
+EVENTS = ResourceRef("", "v1", "events")
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"

@@ -42,6 +42,14 @@ class TaskRuntime:
     def scheduled(self) -> bool:
         return self.run_type == "scheduled"
 
+    def event(self, obj: Mapping[str, Any], reason: str, message: str, event_type: str = "Normal") -> None:
+        """A Kubernetes Event on an object this run changed (never in a dry run; never fails)."""
+        if self.audit.dry_run:
+            return
+        from .events import record_event
+
+        record_event(self.kube, obj, reason, message, self.holder, event_type)
+
     @property
     def holder(self) -> str:
         """Lock holder identity: the DAG run, so retries and re-runs of it find their own lock."""
