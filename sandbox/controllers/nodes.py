@@ -550,11 +550,13 @@ def _fake_digest(text: str) -> str:
 
 
 def _image_id(image: str) -> str:
-    repository = image.split("@", 1)[0]
+    """``<repository>@<digest>`` as a runtime reports it: an image pinned by digest runs exactly that
+    digest; a tag runs whatever the (simulated) registry serves for it."""
+    repository, _, pinned = image.partition("@")
     last = repository.rsplit("/", 1)[-1]
     if ":" in last:
         repository = repository[: len(repository) - len(last)] + last.split(":", 1)[0]
-    return f"{repository}@sha256:{_fake_digest(image)}"
+    return f"{repository}@{pinned}" if pinned else f"{repository}@sha256:{_fake_digest(image)}"
 
 
 def _container_id(pod_uid: str, container: str, attempt: int = 0) -> str:

@@ -573,6 +573,12 @@ def test_running_digests_option_trusts_what_the_pods_run(dag_runner: DagRunner, 
     real = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"], "compare_running_digests": True})
     assert real.state == "success", (real.failed_tasks(), real.errors())
     assert store.try_get(JOBS, "shop", "cart-sweeper-1") is not None and store.try_get(JOBS, "shop", "cart-sweeper-2") is None
+    # A Job pinned by the same digest runs it (as a kubelet reports it) and is current either way.
+    pinned = add_job(store, cron, "cart-sweeper-3", f"registry.example/batch/cart-sweeper:2@{pulled}")
+    assert staging.wait_for(lambda: bool(running_pods_of(store, pinned)), timeout=30)
+    assert running_pods_of(store, pinned)[0]["status"]["containerStatuses"][0]["imageID"] == f"registry.example/batch/cart-sweeper@{pulled}"
+    again = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": True, "namespaces": ["shop"]})
+    assert {line["target"] for line in again.audit if line["action"] == "plan-delete-job"} == {"job/shop/cart-sweeper-1"}, "by reference only the tagged Job differs"
 
 
 def test_jobs_with_completed_work_and_suspended_jobs_are_left_alone_unless_asked(dag_runner: DagRunner, world: World) -> None:
