@@ -606,3 +606,25 @@ def test_jobs_with_completed_work_and_suspended_jobs_are_left_alone_unless_asked
     second = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"], "refresh_jobs_with_progress": True, "refresh_suspended_jobs": True})
     assert second.state == "success", (second.failed_tasks(), second.errors())
     assert store.try_get(JOBS, "shop", "cart-sweeper-indexed") is None and store.try_get(JOBS, "shop", "cart-sweeper-queued") is None
+
+
+@pytest.mark.kubectl
+def test_kubectl_describe_shows_what_the_run_did(dag_runner: DagRunner, world: World) -> None:
+    """Oracle: the real ``kubectl describe cronjob`` lists the Events of the deletion and the fresh Job."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    store = world.clusters["staging"].cluster.store
+    keep_fresh_jobs_running(store)
+    allow_concurrency(store, "payments/settlement-export")
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "create_fresh_job": True, "namespaces": ["payments"]})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    described = subprocess.run(
+        ["kubectl", "describe", "cronjob", "settlement-export", "-n", "payments"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, KUBECONFIG=str(world.kubeconfig("staging"))),
+        timeout=60,
+        check=True,
+    ).stdout
+    events = [line.split() for line in described.split("Events:", 1)[1].splitlines() if "kube-maintenance" in line]
+    assert sorted(line[1] for line in events) == ["FreshJobCreated", "StaleJobDeleted"], described
