@@ -18,6 +18,10 @@ LOCK_TARGET = f"lease/{LOCK_NAMESPACE}/{LOCK_NAME}"  # as audit lines name it
 # Short: a run that dies frees its cluster within minutes. Every poke and every step that changes
 # something renews it (a poke lasts a minute at most), and a step that finds it lapsed stops.
 LEASE_DURATION_SECONDS = 600
+# A run-wide stop signal on the Lease: the first mapped task to fail writes why, and the run's other
+# tasks start no new change (what they already started is still followed). Cleared when a run
+# (re)takes the lock.
+STOP_ANNOTATION = "kube-maintenance.io/stop"
 
 
 class ClusterBusy(RuntimeError):
@@ -81,7 +85,7 @@ class ClusterLock:
             return "acquired"
         spec = lease.get("spec") or {}
         if spec.get("holderIdentity") == self.holder:
-            self._write(lease, self._spec(now, spec.get("acquireTime")))
+            self._write(lease, self._spec(now, spec.get("acquireTime")), clear_stop=True)
             return "renewed"
         if not lease_expired(lease, now):
             raise ClusterBusy(
@@ -89,12 +93,15 @@ class ClusterLock:
                 f"(Lease {self.namespace}/{LOCK_NAME}, renewed {spec.get('renewTime')}, "
                 f"lasts {spec.get('leaseDurationSeconds')}s); try again when it is done"
             )
-        self._write(lease, self._spec(now))
+        self._write(lease, self._spec(now), clear_stop=True)
         return "taken-over"
 
-    def _write(self, lease: dict[str, Any], spec: dict[str, Any]) -> None:
+    def _write(self, lease: dict[str, Any], spec: dict[str, Any], clear_stop: bool = False) -> None:
         updated = dict(lease)
         updated["spec"] = spec
+        if clear_stop and STOP_ANNOTATION in (lease["metadata"].get("annotations") or {}):
+            annotations = {k: v for k, v in lease["metadata"]["annotations"].items() if k != STOP_ANNOTATION}
+            updated["metadata"] = {**lease["metadata"], "annotations": annotations}
         # PUT with the resourceVersion we read: if someone else wrote it meanwhile, we get 409.
         self.client.request("PUT", LEASES.path(self.namespace, LOCK_NAME), body=updated)
 
@@ -122,6 +129,16 @@ class ClusterLock:
             # Mapped tasks of one run renew in parallel: a conflict with ourselves is fine, as long
             # as the lock is still ours.
             self._ours_or_busy()
+
+    def request_stop(self, reason: str) -> None:
+        """Tell the run's other tasks to start nothing new (the lock must be ours)."""
+        self._ours_or_busy()
+        self.client.patch(LEASES, LOCK_NAME, {"metadata": {"annotations": {STOP_ANNOTATION: reason[:1000]}}}, self.namespace)
+
+    def stop_requested(self) -> str | None:
+        """Why the run was told to stop, if it was (the lock must still be ours)."""
+        lease = self._ours_or_busy()
+        return (lease["metadata"].get("annotations") or {}).get(STOP_ANNOTATION)
 
     def release(self) -> bool:
         """Drop the lock if we hold it; True if something was released."""

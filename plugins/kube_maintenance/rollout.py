@@ -8,6 +8,13 @@
   change nothing that runs (and kubectl refuses to restart a paused Deployment).
 - A run restarts each workload once: a template whose restartedAt is at or after the run's start
   was restarted by this run (or by someone since it began) and is only waited for, never bounced again.
+- A rollout is judged complete once, as ``kubectl rollout status`` stops at its first success: the
+  run marks the workload (``kube-maintenance.io/rolled-out`` = the restartedAt it completed) and a
+  later dip (an HPA scale-up, a crash) is not a failure of the run.
+- Restarts are remembered across runs: a workload restarted within ``skip_if_restarted_within_minutes``
+  before the run (by a run, ``kubectl rollout restart``, or a deploy that replaced every pod) counts as
+  done. Restarts that would change nothing (no replicas, a partition above them, a DaemonSet on no
+  node) and workloads or namespaces that opted out are skipped with their reason.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
+from .optout import opted_out
 from .params import FieldReader, ParamError
 from .selectors import parse_label_selector
 
@@ -34,6 +42,9 @@ _KIND_ALIASES = {
     "sts": STATEFULSET,
 }
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+# On the workload's own metadata (no new generation, no rollout): the restartedAt whose rollout was
+# seen complete. Later dips of that workload are not this restart's failure.
+ROLLED_OUT_ANNOTATION = "kube-maintenance.io/rolled-out"
 # deploymentutil.TimedOutReason: the Progressing condition's reason once progressDeadlineSeconds passed.
 TIMED_OUT_REASON = "ProgressDeadlineExceeded"
 
@@ -49,6 +60,7 @@ class RolloutRestartParams:
     max_concurrent_rollouts: int = 5  # workloads rolling at once on the cluster
     rollout_timeout_seconds: int = 900  # per workload, counted from its restart
     stuck_pod_seconds: int = 300  # a StatefulSet/DaemonSet pod not Ready this long after creation fails the run
+    skip_if_restarted_within_minutes: int = 0  # restarted this recently before the run: done, not bounced again (0: off)
     ignore_window: bool = False
     dry_run: bool = True
 
@@ -77,6 +89,7 @@ class RolloutRestartParams:
             max_concurrent_rollouts=read.integer("max_concurrent_rollouts", 1, 100),
             rollout_timeout_seconds=read.integer("rollout_timeout_seconds", 10, 24 * 3600),
             stuck_pod_seconds=read.integer("stuck_pod_seconds", 5, 24 * 3600),
+            skip_if_restarted_within_minutes=read.integer("skip_if_restarted_within_minutes", 0, 30 * 24 * 60),
             ignore_window=read.boolean("ignore_window"),
             dry_run=read.boolean("dry_run"),
         )
@@ -127,6 +140,8 @@ def select_namespaces(namespace_objects: Iterable[Obj], params: RolloutRestartPa
             left_out[name] = "excluded by the exclude_namespaces parameter"
         elif obj.get("metadata", {}).get("deletionTimestamp") or (obj.get("status") or {}).get("phase") == "Terminating":
             left_out[name] = "terminating"
+        elif opted_out({**obj, "kind": "Namespace"}):
+            left_out[name] = opted_out({**obj, "kind": "Namespace"}) or ""
         else:
             chosen.append(name)
     return NamespaceSelection(tuple(chosen), left_out)
@@ -166,13 +181,48 @@ def run_start_second(started: dt.datetime) -> dt.datetime:
 
 
 def skip_reason(obj: Obj, kind: str) -> str | None:
-    """Why a restart would change nothing that runs, or None."""
-    spec = obj.get("spec") or {}
+    """Why the workload is left alone: it opted out, or a restart would change nothing that runs."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    opt_out = opted_out({**obj, "kind": kind})
+    if opt_out:
+        return opt_out
     if kind == DEPLOYMENT and spec.get("paused"):
         return "paused Deployment: a restart would not roll until it is resumed (kubectl refuses it too)"
     if kind in (DAEMONSET, STATEFULSET) and (spec.get("updateStrategy") or {}).get("type") == "OnDelete":
         return "updateStrategy OnDelete: pods change only when deleted, so a restart would replace none"
+    if kind in (DEPLOYMENT, STATEFULSET) and spec.get("replicas") == 0:
+        return "scaled to zero: no pod to restart"
+    if kind == STATEFULSET:
+        partition = _partition(obj)
+        replicas = spec.get("replicas", 1)
+        if partition is not None and replicas is not None and partition >= int(replicas):
+            return f"rollingUpdate partition {partition} >= replicas {replicas}: a restart would update no pod"
+    if kind == DAEMONSET and "desiredNumberScheduled" in status and _int(status, "desiredNumberScheduled") == 0:
+        return "no node runs it (desiredNumberScheduled 0): no pod to restart"
     return None
+
+
+def _partition(obj: Obj) -> int | None:
+    strategy = (obj.get("spec") or {}).get("updateStrategy") or {}
+    value = (strategy.get("rollingUpdate") or {}).get("partition")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def partial_restart_warning(obj: Obj, kind: str) -> str | None:
+    """A StatefulSet whose partition leaves some pods on the old template after a restart."""
+    partition = _partition(obj) if kind == STATEFULSET else None
+    if partition:
+        return f"rollingUpdate partition {partition}: ordinals below {partition} keep their current pods"
+    return None
+
+
+def rolled_out_value(obj: Obj) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ROLLED_OUT_ANNOTATION)
+
+
+def rolled_out_patch(restarted_at: str) -> Obj:
+    """Marks, on the workload's metadata, that the rollout of this restartedAt completed."""
+    return {"metadata": {"annotations": {ROLLED_OUT_ANNOTATION: restarted_at}}}
 
 
 # ------------------------------------------------------------------------------------ rollout status
@@ -298,12 +348,16 @@ def judge(
     now: dt.datetime,
     timeout_seconds: float,
     patched_generation: int | None = None,
+    recent_since: dt.datetime | None = None,
+    pods_replaced_at: dt.datetime | None = None,
 ) -> WorkloadView:
     """Where one workload stands in this run.
 
     ``since`` is the run's start (see ``run_start_second``); ``patched_generation`` is the generation
     our own patch returned, when this very task patched it: until the object seen has reached that
     generation it is an older copy from the watch, still rolling as far as we know.
+    ``recent_since``: a restart at or after it (but before the run) counts as done, as does a
+    workload whose pods were all created at or after it (``pods_replaced_at``: its oldest pod's).
     """
     meta = obj["metadata"]
     ns, name = meta.get("namespace", ""), meta["name"]
@@ -313,10 +367,19 @@ def judge(
     restarted = parse_time(restarted_at_value(obj))
     ours = patched_generation is not None or (restarted is not None and restarted >= since)
     if not ours:
+        if recent_since is not None and restarted is not None and restarted >= recent_since:
+            why = f"restarted at {format_restarted_at(restarted)}, within skip_if_restarted_within_minutes before the run: done"
+            return WorkloadView(kind, ns, name, Verdict.SKIP, why, restarted)
+        if recent_since is not None and pods_replaced_at is not None and pods_replaced_at >= recent_since:
+            why = f"every pod created since {format_restarted_at(pods_replaced_at)} (a deploy or a restart), within skip_if_restarted_within_minutes: done"
+            return WorkloadView(kind, ns, name, Verdict.SKIP, why, restarted)
         return WorkloadView(kind, ns, name, Verdict.RESTART, "not restarted since the run began", restarted)
     if patched_generation is not None and _int(meta, "generation") < patched_generation:
         # Not our restart's time yet (the copy predates it): "now" keeps every deadline ahead.
         return WorkloadView(kind, ns, name, Verdict.ROLLING, "waiting for the restart to be seen", now)
+    if rolled_out_value(obj) is not None and rolled_out_value(obj) == restarted_at_value(obj):
+        # kubectl rollout status stops at the first success; so do we. A later dip is not ours.
+        return WorkloadView(kind, ns, name, Verdict.COMPLETE, f"rolled out (restart {restarted_at_value(obj)} seen complete)", restarted)
     status = rollout_status(obj, kind)
     if status.error:
         return WorkloadView(kind, ns, name, Verdict.FAILED, status.error, restarted)
@@ -389,12 +452,17 @@ class Shard:
         return cls(int(data["index"]), tuple(data["namespaces"]), int(data["max_in_flight"]))
 
 
-def shard_namespaces(pending: Mapping[str, int], max_shards: int, max_concurrent: int) -> list[Shard]:
+def shard_namespaces(
+    pending: Mapping[str, int], max_shards: int, max_concurrent: int, last_restarted: Mapping[str, dt.datetime | None] | None = None
+) -> list[Shard]:
     """Namespaces with work (``pending``: namespace -> workloads to restart or wait for) in at most
     ``max_shards`` shards, balanced by workload count (largest first into the lightest shard).
 
     The cluster's budget of ``max_concurrent`` rollouts is split between the shards (which may all
     run at once), so there are never more shards than rollouts allowed and each gets at least one.
+    Within a shard, the namespace restarted longest ago (or never) goes first
+    (``last_restarted``: its most recent restart): a run cut by its maintenance window leaves the
+    most recently restarted namespaces for later, so every namespace is reached in turn.
     """
     namespaces = [ns for ns, count in pending.items() if count > 0]
     count = min(max_shards, max_concurrent, len(namespaces))
@@ -406,10 +474,34 @@ def shard_namespaces(pending: Mapping[str, int], max_shards: int, max_concurrent
         lightest = min(range(count), key=lambda i: (loads[i], i))
         members[lightest].append(ns)
         loads[lightest] += pending[ns]
+    oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    stalest_first = lambda ns: ((last_restarted or {}).get(ns) or oldest, ns)  # noqa: E731
     return [
-        Shard(i, tuple(sorted(members[i])), max_concurrent // count + (1 if i < max_concurrent % count else 0))
+        Shard(i, tuple(sorted(members[i], key=stalest_first)), max_concurrent // count + (1 if i < max_concurrent % count else 0))
         for i in range(count)
     ]
+
+
+def last_restarted_by_namespace(objects: Iterable[tuple[str, Obj]]) -> dict[str, dt.datetime | None]:
+    """The most recent restartedAt of each namespace's workloads (None: never restarted)."""
+    out: dict[str, dt.datetime | None] = {}
+    for _, obj in objects:
+        ns = obj["metadata"].get("namespace", "")
+        at = parse_time(restarted_at_value(obj))
+        current = out.get(ns)
+        out[ns] = at if current is None or (at is not None and at > current) else current
+    return out
+
+
+def oldest_pod_created(workload: Obj, pods: Iterable[Obj]) -> dt.datetime | None:
+    """When the workload's oldest running pod (by its selector) was created; None when it has none."""
+    matches = parse_label_selector(selector_string((workload.get("spec") or {}).get("selector")) or "")
+    times = [
+        t for p in pods
+        if not p["metadata"].get("deletionTimestamp") and matches(p["metadata"].get("labels") or {})
+        and (t := parse_time(p["metadata"].get("creationTimestamp"))) is not None
+    ]
+    return min(times) if times else None
 
 
 # -------------------------------------------------------------------------------------------- summary

@@ -28,6 +28,13 @@ FIELDS: tuple[FormField, ...] = (
         SECTION_TARGET,
     ),
     optional_selector("workload_selector", "Workload selector", "Restart only workloads with these labels (empty: every workload of the kinds).", "tier=web"),
+    FormField(
+        "skip_if_restarted_within_minutes",
+        "Skip if restarted within (minutes)",
+        "A workload restarted this recently before the run (by a run, kubectl rollout restart, or a deploy that replaced every pod) counts as done and is skipped, e.g. to press Trigger again after a partial failure, or for scheduled runs that a window may cut. 0: restart every chosen workload.",
+        {"type": "integer", "minimum": 0, "maximum": 43200},
+        SECTION_TARGET,
+    ),
     FormField("max_concurrent_rollouts", "Most rollouts at once", "Most workloads rolling at once on the cluster.", {"type": "integer", "minimum": 1, "maximum": 100}, SECTION_PACE),
     FormField("rollout_timeout_seconds", "Rollout timeout (s)", "Fail a workload whose rollout has not completed this long after its restart.", {"type": "integer", "minimum": 10, "maximum": 86400}, SECTION_PACE),
     FormField(
@@ -42,13 +49,15 @@ FIELDS: tuple[FormField, ...] = (
 DRY_RUN_SHOWS = (
     "The `plan` task logs, per namespace, each workload it would restart (a `plan-restart` audit line, outcome "
     "`planned`) and each it leaves alone with the reason (a `skip-restart` line: paused Deployment, `OnDelete` "
-    "strategy), and logs those already restarted since the run began; the `cleanup` task's summary lists them. Nothing is locked or restarted."
+    "strategy, scaled to zero, a partition above the replicas, a DaemonSet on no node, restarted within "
+    "`skip_if_restarted_within_minutes`, or opted out with the `kube-maintenance.io/skip` annotation), and logs those "
+    "already restarted since the run began; the `cleanup` task's summary lists them. Nothing is locked or restarted."
 )
 
 _DOCS = {
     "plan": "Reads the form, checks the maintenance window, lists the chosen namespaces' workloads and decides what to restart or skip; splits the namespaces into shards. Changes nothing.",
     "preflight": "Takes the cluster's maintenance lock. A dry run ends here.",
-    "restart": "One shard of namespaces: restarts its workloads as `kubectl rollout restart` does (a `restartedAt` annotation on the pod template), at most the set number rolling at once, and waits until each rollout completed as `kubectl rollout status` judges it. Fails fast, naming the workload, when a rollout fails.",
+    "restart": "One shard of namespaces, restarted longest ago first: restarts its workloads as `kubectl rollout restart` does (a `restartedAt` annotation on the pod template), at most the set number rolling at once, and waits until each rollout completed as `kubectl rollout status` judges it (once: the workload is marked `kube-maintenance.io/rolled-out`). Fails fast, naming the workload, when a rollout fails, and tells the other shards (on the cluster's Lease) to start no more restarts.",
 }
 
 
@@ -71,9 +80,11 @@ def rollout_restart_dag(cluster: ClusterConfig) -> Any:
         "`kubectl rollout restart` for every Deployment, DaemonSet and StatefulSet of the chosen namespaces "
         f"(by label selector and/or name; {', '.join(cluster.protected_namespaces)} never), at most "
         "`max_concurrent_rollouts` rolling at once, and proof that each rollout completed, judged as "
-        "`kubectl rollout status` judges it. Paused Deployments and OnDelete workloads are skipped and reported. "
-        "A failed rollout (progress deadline exceeded, a new pod never Ready, the timeout) fails the run naming "
-        "the workload. Re-running the run (clear) restarts only what was not restarted since it began.",
+        "`kubectl rollout status` judges it. Workloads a restart would not change (paused, OnDelete, no replicas) "
+        "and those opted out are skipped and reported. A failed rollout (progress deadline exceeded, a new pod never "
+        "Ready, the timeout) fails the run naming the workload, and the other shards start no more restarts. "
+        "Re-running the run (clear) restarts only what was not restarted since it began; a new run skips what was "
+        "restarted within `skip_if_restarted_within_minutes`. A run cut by its maintenance window fails, saying so.",
         FIELDS,
         base,
         DRY_RUN_SHOWS,

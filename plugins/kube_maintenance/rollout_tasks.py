@@ -27,9 +27,14 @@ from .audit import AuditTrail
 from .k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
 from .rollout import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
 from .forms import run_conf
+from .lock import ClusterLock
 from .runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.rollout_restart")
+
+STOPPED_BY_FAILURE = "not starting more restarts: another shard failed"
+STOPPED_BY_WINDOW = "not starting more restarts"
+STOP_CHECK_SECONDS = 1.0  # how stale a shard's view of the stop signal may be
 
 KIND_REFS: dict[str, ResourceRef] = {rules.DEPLOYMENT: DEPLOYMENTS, rules.DAEMONSET: DAEMONSETS, rules.STATEFULSET: STATEFULSETS}
 
@@ -68,6 +73,7 @@ class RestartPlan:
     views: list[WorkloadView]
     shards: list[Shard]
     left_out: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)  # workload -> what its restart will not change
 
     def refs(self, *verdicts: Verdict) -> list[str]:
         return [v.ref for v in self.views if v.verdict in verdicts]
@@ -101,17 +107,35 @@ def list_workloads(kube: KubeClient, kinds: tuple[str, ...], namespaces: tuple[s
     return found
 
 
+def recent_since(params: RolloutRestartParams, since: dt.datetime) -> dt.datetime | None:
+    """Restarts at or after this time, before the run, count as done (None: the option is off)."""
+    if params.skip_if_restarted_within_minutes <= 0:
+        return None
+    return since - dt.timedelta(minutes=params.skip_if_restarted_within_minutes)
+
+
 def make_plan(kube: KubeClient, params: RolloutRestartParams, protected: tuple[str, ...], since: dt.datetime, max_shards: int) -> RestartPlan:
     namespace_objects, _ = kube.list(NAMESPACES)
     selection = rules.select_namespaces(namespace_objects, params, protected)
     now = _now()
-    views = [rules.judge(obj, kind, since, now, params.rollout_timeout_seconds) for kind, obj in list_workloads(kube, params.kinds, selection.namespaces, params.workload_selector)]
+    recent = recent_since(params, since)
+    found = list_workloads(kube, params.kinds, selection.namespaces, params.workload_selector)
+    views = [rules.judge(obj, kind, since, now, params.rollout_timeout_seconds, recent_since=recent) for kind, obj in found]
+    if recent is not None:
+        # A deploy that replaced every pod since ``recent`` restarted the workload as well as we
+        # would: look at the pods of the namespaces that still have something to restart.
+        pods_by_namespace = {ns: kube.list(PODS, ns)[0] for ns in sorted({v.namespace for v in views if v.verdict is Verdict.RESTART})}
+        for i, (view, (kind, obj)) in enumerate(zip(views, found)):
+            if view.verdict is Verdict.RESTART:
+                replaced_at = rules.oldest_pod_created(obj, pods_by_namespace[view.namespace])
+                views[i] = rules.judge(obj, kind, since, now, params.rollout_timeout_seconds, recent_since=recent, pods_replaced_at=replaced_at)
     pending: dict[str, int] = {}
     for view in views:
         if view.verdict in (Verdict.RESTART, Verdict.ROLLING, Verdict.FAILED):
             pending[view.namespace] = pending.get(view.namespace, 0) + 1
-    shards = rules.shard_namespaces(pending, max_shards, params.max_concurrent_rollouts)
-    return RestartPlan(since, selection.namespaces, sorted(views, key=lambda v: v.ref), shards, selection.left_out)
+    shards = rules.shard_namespaces(pending, max_shards, params.max_concurrent_rollouts, rules.last_restarted_by_namespace(found))
+    warnings = {rules.workload_ref(kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]): w for kind, obj in found if (w := rules.partial_restart_warning(obj, kind))}
+    return RestartPlan(since, selection.namespaces, sorted(views, key=lambda v: v.ref), shards, selection.left_out, warnings)
 
 
 def _max_map_length() -> int:
@@ -136,9 +160,14 @@ def plan(cluster_name: str, max_parallel_tasks: int = 8, **context: Any) -> list
         fail(str(exc))
     for ns, why in sorted(the_plan.left_out.items()):
         log.info("not restarting namespace %s: %s", ns, why)
+        if why.startswith("opted out"):
+            rt.audit.record("skip-namespace", f"namespace/{ns}", outcome="skipped", why=why)
     for view in the_plan.views:
         if view.verdict is Verdict.RESTART:
-            rt.audit.record("plan-restart", view.ref, before=rules.format_restarted_at(view.restarted_at) if view.restarted_at else None, after="restarted", outcome="planned", kind=view.kind)
+            extra = {"warning": the_plan.warnings[view.ref]} if view.ref in the_plan.warnings else {}
+            if extra:
+                log.warning("%s: %s", view.ref, extra["warning"])
+            rt.audit.record("plan-restart", view.ref, before=rules.format_restarted_at(view.restarted_at) if view.restarted_at else None, after="restarted", outcome="planned", kind=view.kind, **extra)
         elif view.verdict is Verdict.SKIP:
             rt.audit.record("skip-restart", view.ref, outcome="skipped", kind=view.kind, why=view.why)
         else:
@@ -208,20 +237,42 @@ class KindRollout:
         max_in_flight: int,
         result: ShardResult,
         may_start: Callable[[], str | None] = lambda: None,
+        planned_skips: Mapping[str, str] | None = None,
+        event: Callable[[Mapping[str, Any], str, str], None] = lambda obj, reason, message: None,
     ) -> None:
         self.kube, self.audit, self.params, self.since = kube, audit, params, since
         self.namespace, self.kind, self.max_in_flight = namespace, kind, max_in_flight
         self.ref = KIND_REFS[kind]
         self.result = result
         self.may_start = may_start
+        self.planned_skips = planned_skips or {}  # the plan's skips (restarted recently, opted out, ...)
+        self.event = event
         self.patched: dict[str, int] = {}  # name -> generation our patch produced
 
     def _views(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> list[tuple[WorkloadView, dict[str, Any]]]:
         now = _now()
         out = []
         for (_, name), obj in sorted(objects.items()):
-            out.append((rules.judge(obj, self.kind, self.since, now, self.params.rollout_timeout_seconds, self.patched.get(name)), obj))
+            view = rules.judge(obj, self.kind, self.since, now, self.params.rollout_timeout_seconds, self.patched.get(name))
+            if view.verdict is Verdict.RESTART and view.ref in self.planned_skips:
+                view = WorkloadView(view.kind, view.namespace, view.name, Verdict.SKIP, self.planned_skips[view.ref], view.restarted_at)
+            out.append((view, obj))
         return out
+
+    def _mark_rolled_out(self, view: WorkloadView, obj: dict[str, Any]) -> None:
+        """First time a restart is seen complete: say so on the workload, so that a later dip of
+        it (HPA, a crash, an eviction) is never judged a failure of this restart."""
+        value = rules.restarted_at_value(obj)
+        if value is None or rules.rolled_out_value(obj) == value:
+            return
+        try:
+            marked = self.kube.patch(self.ref, view.name, rules.rolled_out_patch(value), namespace=self.namespace)
+        except KubeApiError as err:
+            if err.status == 404:
+                return
+            raise
+        self.audit.record("rolled-out", view.ref, before=view.why, after=value, kind=self.kind, namespace=self.namespace)
+        self.event(marked, "RolloutComplete", f"rollout of restart {value} complete: {view.why}")
 
     def fail(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> str | None:
         failed = [v for v, _ in self._views(objects) if v.verdict is Verdict.FAILED]
@@ -233,6 +284,9 @@ class KindRollout:
         """One look at the namespace's workloads of the kind: start restarts while the budget
         allows; True once nothing is left rolling or to restart (or may be started)."""
         views = self._views(objects)
+        for view, obj in views:
+            if view.verdict is Verdict.COMPLETE:
+                self._mark_rolled_out(view, obj)
         rolling = sum(1 for v, _ in views if v.verdict is Verdict.ROLLING)
         waiting = [(v, obj) for v, obj in views if v.verdict is Verdict.RESTART]
         for view, obj in waiting:
@@ -261,6 +315,7 @@ class KindRollout:
         self.patched[view.name] = generation
         self.result.restarted.append(view.ref)
         self.audit.record("restart", view.ref, before=rules.restarted_at_value(obj), after=value, kind=self.kind, namespace=self.namespace, generation=generation)
+        self.event(patched, "RolloutRestarted", f"restarted as kubectl rollout restart does ({rules.RESTARTED_AT_ANNOTATION}={value})")
         return True
 
     def run(self, deadline: float) -> bool:
@@ -312,13 +367,15 @@ def roll_shard(
     shard: Shard,
     seconds: float,
     may_start: Callable[[], str | None] = lambda: None,
+    planned_skips: Mapping[str, str] | None = None,
+    event: Callable[[Mapping[str, Any], str, str], None] = lambda obj, reason, message: None,
 ) -> ShardResult:
     """Restart and verify the shard's namespaces, for at most ``seconds``. Failures are in the result."""
     result = ShardResult()
     deadline = time.monotonic() + seconds
     for namespace in shard.namespaces:
         for kind in params.kinds:
-            rollout = KindRollout(kube, audit, params, since, namespace, kind, shard.max_in_flight, result, may_start)
+            rollout = KindRollout(kube, audit, params, since, namespace, kind, shard.max_in_flight, result, may_start, planned_skips, event)
             try:
                 if not rollout.run(deadline):
                     return result
@@ -345,18 +402,33 @@ def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: flo
         skip("dry run")
     the_shard = Shard.from_xcom(shard)
     renew_lock(rt)
+    lock = ClusterLock(rt.kube, rt.holder)
+    stop_checked = {"at": 0.0, "why": None}
 
     def may_start() -> str | None:
+        # Another shard's failure stops this one from starting restarts (what it started is still
+        # followed). One look at the Lease every few seconds, not one per restart.
+        if time.monotonic() - stop_checked["at"] >= STOP_CHECK_SECONDS:
+            stop_checked.update(at=time.monotonic(), why=lock.stop_requested())
+        if stop_checked["why"]:
+            return f"{STOPPED_BY_FAILURE}: {stop_checked['why']}"
         if params.ignore_window:
             return None
         closed = rt.cluster.window.why_not(_now())
-        return f"not starting more restarts: {closed}" if closed else None
+        return f"{STOPPED_BY_WINDOW}: {closed}" if closed else None
 
-    result = roll_shard(rt.kube, rt.audit, params, run_started(context), the_shard, wait_per_poke_seconds, may_start)
+    planned_skips = (_plan_from(context) or {}).get("skipped") or {}
+    result = roll_shard(rt.kube, rt.audit, params, run_started(context), the_shard, wait_per_poke_seconds, may_start, planned_skips, rt.event)
     context["ti"].xcom_push(key="failures", value=result.failures)
     if result.failures:
-        fail("rollout failed: " + "; ".join(f"{ref}: {why}" for ref, why in sorted(result.failures.items())))
+        why = "; ".join(f"{ref}: {why}" for ref, why in sorted(result.failures.items()))
+        try:
+            lock.request_stop(why)
+        except Exception as exc:  # noqa: BLE001 - the failure itself is what must be reported
+            log.warning("could not tell the run's other shards to stop: %s", exc)
+        fail("rollout failed: " + why)
     if result.stopped:
+        context["ti"].xcom_push(key="stopped", value=result.stopped)
         skip(f"{result.stopped}; the workloads not restarted wait for the next run")
     if not result.finished:
         log.info("shard %d (%s): still rolling; restarted %d this poke", the_shard.index, ", ".join(the_shard.namespaces), len(result.restarted))
@@ -364,11 +436,15 @@ def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: flo
 
 
 # ---------------------------------------------------------------------------------------------- finish
+def _pulled_list(context: Mapping[str, Any], key: str) -> list[Any]:
+    """What every mapped ``restart`` task pushed under ``key`` (absent ones left out)."""
+    pulled = context["ti"].xcom_pull(task_ids="restart", key=key)
+    return [item for item in (pulled if isinstance(pulled, list) else [pulled]) if item]
+
+
 def _shard_failures(context: Mapping[str, Any]) -> dict[str, str]:
-    pulled = context["ti"].xcom_pull(task_ids="restart", key="failures")
-    items = pulled if isinstance(pulled, list) else [pulled]
     failures: dict[str, str] = {}
-    for item in items:
+    for item in _pulled_list(context, "failures"):
         if isinstance(item, dict):
             failures.update(item)
     return failures
@@ -404,10 +480,26 @@ def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
         since = dt.datetime.fromisoformat(the_plan["since"])
         now = _now()
         found = list_workloads(rt.kube, params.kinds, tuple(the_plan["namespaces"]), params.workload_selector)
-        views = [rules.judge(obj, kind, since, now, params.rollout_timeout_seconds) for kind, obj in found]
+        planned_skips = the_plan.get("skipped") or {}
+        views = []
+        for kind, obj in found:
+            view = rules.judge(obj, kind, since, now, params.rollout_timeout_seconds)
+            if view.verdict is Verdict.RESTART and view.ref in planned_skips:
+                view = WorkloadView(view.kind, view.namespace, view.name, Verdict.SKIP, planned_skips[view.ref], view.restarted_at)
+            views.append(view)
         summary = rules.summarise(views, _shard_failures(context))
+    cut_by_window = sorted({why for why in _pulled_list(context, "stopped") if not why.startswith(STOPPED_BY_FAILURE)})
+    if cut_by_window and not dry_run:
+        summary["cut_by_window"] = cut_by_window
     summary["namespaces"] = the_plan["namespaces"] if the_plan else []
     summary["lock_released"] = released
     rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
     fail_if_steps_failed(context, f"lock released: {released}")
+    if cut_by_window and not dry_run:
+        left = len(summary.get("not_completed") or {})
+        fail(
+            f"incomplete: the maintenance window closed with {left} workload(s) not restarted ({cut_by_window[0]}); "
+            "the next run starts with the namespaces restarted longest ago, and skips what was restarted within "
+            "skip_if_restarted_within_minutes"
+        )
     return summary

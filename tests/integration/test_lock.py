@@ -63,3 +63,16 @@ def test_a_lapsed_lock_is_not_renewed_even_when_nobody_took_it(api_cluster: Sand
         lock.renew()
     # Another operation may take it now; a re-run of ours takes it anew when it is free.
     assert ClusterLock(kube, "rollout_restart__api/run-10").acquire() == "taken-over"
+
+
+def test_a_stop_signal_survives_renewals_and_is_cleared_when_the_run_takes_the_lock_again(api_cluster: SandboxCluster, kube: KubeClient) -> None:
+    mine = ClusterLock(kube, "rollout_restart__api/run-1")
+    mine.acquire()
+    assert mine.stop_requested() is None
+    mine.request_stop("deployment/shop/web: exceeded its progress deadline")
+    mine.renew()  # another shard's poke
+    assert mine.stop_requested() == "deployment/shop/web: exceeded its progress deadline"
+    with pytest.raises(ClusterBusy):
+        ClusterLock(kube, "node_replacement__api/run-2").request_stop("not mine to stop")
+    assert mine.acquire() == "renewed"  # the run cleared and re-run: it starts afresh
+    assert mine.stop_requested() is None

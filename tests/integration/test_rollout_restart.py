@@ -7,12 +7,14 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 from kube_maintenance import rollout as rules
+from sandbox.aws import _backdate
 from sandbox.cluster import SandboxCluster
 from sandbox.config import NEVER_READY_ANNOTATION
 from sandbox.monitor import WRITE_VERBS
@@ -149,9 +151,15 @@ def test_restarts_every_workload_of_the_chosen_namespaces_and_nothing_else(dag_r
     for ref in skippable | set(others):
         assert after[ref] == before[ref], f"{ref} untouched"
     writes = our_writes(cluster, seq)
-    patches = sorted(f"{r.resource}/{r.namespace}/{r.name}" for r in writes if r.verb == "patch")
-    assert patches == sorted(f"{kind_of(ref).lower()}s/{ref.split('/', 1)[1]}" for ref in targets), "one patch per workload, none elsewhere"
-    assert {r.resource for r in writes if r.verb != "patch"} == {"leases"}
+    patches = Counter(f"{r.resource}/{r.namespace}/{r.name}" for r in writes if r.verb == "patch")
+    assert patches == {f"{kind_of(ref).lower()}s/{ref.split('/', 1)[1]}": 2 for ref in targets}, "per workload a restart and a rolled-out mark, none elsewhere"
+    assert {r.resource for r in writes if r.verb != "patch"} == {"leases", "events"}
+    for ref, obj in targets.items():
+        live = cluster.store.get(KEYS[kind_of(ref)], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        assert live["metadata"]["annotations"][rules.ROLLED_OUT_ANNOTATION] == rules.restarted_at_value(live), ref
+        # What `kubectl describe` shows: Events about the object (by its uid).
+        reasons = sorted(e["reason"] for e in cluster.store.iter("events", obj["metadata"]["namespace"]) if e["involvedObject"].get("uid") == obj["metadata"]["uid"] and e["source"]["component"] == "kube-maintenance")
+        assert reasons == ["RolloutComplete", "RolloutRestarted"], (ref, reasons)
     restarts = [line for line in result.audit if line["action"] == "restart"]
     assert sorted(line["target"] for line in restarts) == sorted(targets) and all(line["outcome"] == "done" for line in restarts)
     summary = [line for line in result.audit if line["action"] == "summary"][-1]["after"]
@@ -200,8 +208,12 @@ def test_rollouts_that_never_become_ready_fail_the_run_naming_them_before_the_ti
     cluster = staging(world)
     # A Deployment whose new pods never become Ready, with a short progress deadline; a StatefulSet
     # whose restart meets a bad template change: its new pod is never Ready (no deadline of its own).
-    break_template(cluster, DEPLOYMENTS, "search", "search-api", progressDeadlineSeconds=2)
+    # The Deployment's deadline is long enough for the StatefulSet's shard to fail first: a failure
+    # stops the other shards from starting restarts, but what they started is still followed.
+    break_template(cluster, DEPLOYMENTS, "search", "search-api", progressDeadlineSeconds=20)
     breaker = break_after_our_restart(cluster, STATEFULSETS, "payments", "ledger-db")
+    # Pokes of a second: the shards take turns, as they run side by side on a real Airflow.
+    dag_runner.set_registry(registry_for(world, rollout_restart={"wait_per_poke_seconds": 1}))
     started = time.monotonic()
     result = dag_runner.run(
         DAG_FILE, DAG_ID,
@@ -312,11 +324,218 @@ def test_rerun_after_a_failure_restarts_only_what_did_not_complete(dag_runner: D
     assert second.state == "success", (second.failed_tasks(), second.errors())
     assert sorted(l["target"] for l in second.audit if l["action"] == "restart") == ["deployment/shop/recommendations", "deployment/shop/storefront-web"]
     assert pod_uids(cluster, workloads(cluster, ("search",))) == search_pods, "the healthy, restarted search-api is not bounced twice"
-    patches = [f"{r.namespace}/{r.name}" for r in our_writes(cluster, seq) if r.verb == "patch"]
-    assert sorted(patches) == ["search/search-api", "shop/cart-api", "shop/recommendations", "shop/storefront-web"]
+    patches = Counter(f"{r.namespace}/{r.name}" for r in our_writes(cluster, seq) if r.verb == "patch" and r.resource == "deployments")
+    assert patches == {n: 2 for n in ("search/search-api", "shop/cart-api", "shop/recommendations", "shop/storefront-web")}, "a restart and a rolled-out mark each"
     summary = [l for l in second.audit if l["action"] == "summary"][-1]["after"]
     assert sorted(summary["restarted"]) == ["deployment/search/search-api", "deployment/shop/cart-api", "deployment/shop/recommendations", "deployment/shop/storefront-web"]
     assert summary["failed"] == {} and summary["not_completed"] == {}
+
+
+# ------------------------------------------------------------------------------------ issue 12's edges
+def stuck_until(cluster: SandboxCluster, key: str, namespace: str, name: str, release: Callable[[], bool]) -> threading.Thread:
+    """Our restart of the workload rolls until ``release()``: its new pods are never Ready before."""
+
+    def restarted() -> bool:
+        return rules.restarted_at_value(cluster.store.get(key, namespace, name)) is not None
+
+    def run() -> None:
+        if cluster.wait_for(restarted, timeout=300, interval=0.02):
+            break_template(cluster, key, namespace, name)
+            cluster.wait_for(release, timeout=300, interval=0.1)
+            cluster.store.mutate(key, namespace, name, lambda o: o["spec"]["template"]["metadata"]["annotations"].pop(NEVER_READY_ANNOTATION, None))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def restarts(result: Any) -> list[str]:
+    return [line["target"] for line in result.audit if line["action"] == "restart"]
+
+
+def summary_of(result: Any) -> dict[str, Any]:
+    return [line for line in result.audit if line["action"] == "summary"][-1]["after"]
+
+
+def backdate_pods(cluster: SandboxCluster, namespaces: tuple[str, ...], days: int = 3) -> None:
+    """Pods as old as a real cluster's, not seconds old as the sandbox made them."""
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for ns in namespaces:
+        for pod in list(cluster.store.iter(PODS, ns)):
+            _backdate(cluster.store, PODS, ns, pod["metadata"]["name"], old)
+
+
+def test_a_rollout_seen_complete_is_not_failed_by_a_later_dip(dag_runner: DagRunner, world: World) -> None:
+    cluster = staging(world)
+    store = cluster.store
+    dipped: list[str] = []
+
+    def search_api_rolled_out() -> bool:
+        live = store.get(DEPLOYMENTS, "search", "search-api")
+        return bool(rules.restarted_at_value(live)) and rules.rollout_status(live, rules.DEPLOYMENT).done
+
+    def dip_search_api_once_rolled_out() -> None:
+        # After search-api's rollout completed, one of its pods fails its readiness probe for the
+        # rest of the run: kubectl rollout status would now say "2 of 3 updated replicas are available".
+        if not cluster.wait_for(search_api_rolled_out, timeout=120, interval=0.05):
+            return
+        time.sleep(1)
+        pod = pods_of(cluster, store.get(DEPLOYMENTS, "search", "search-api"))[0]
+
+        def unready(p: dict[str, Any]) -> None:
+            for cond in p["status"]["conditions"]:
+                if cond["type"] in ("Ready", "ContainersReady"):
+                    cond["status"] = "False"
+
+        store.mutate(PODS, "search", pod["metadata"]["name"], unready, subresource="status")
+        dipped.append(pod["metadata"]["name"])
+
+    def slow_rollout(name: str, seconds: float) -> None:
+        # shop's Deployments each take a while (under the timeout) to roll: the shard (search,
+        # then shop, one rollout at a time) lives on long past search-api's timeout.
+        marked = time.monotonic
+
+        def restarted() -> bool:
+            return rules.restarted_at_value(store.get(DEPLOYMENTS, "shop", name)) is not None
+
+        if cluster.wait_for(restarted, timeout=300, interval=0.02):
+            break_template(cluster, DEPLOYMENTS, "shop", name)
+            started = marked()
+            cluster.wait_for(lambda: marked() - started > seconds, timeout=60, interval=0.1)
+            store.mutate(DEPLOYMENTS, "shop", name, lambda o: o["spec"]["template"]["metadata"]["annotations"].pop(NEVER_READY_ANNOTATION, None))
+
+    threads = [threading.Thread(target=dip_search_api_once_rolled_out, daemon=True)]
+    threads += [threading.Thread(target=slow_rollout, args=(name, 5), daemon=True) for name in ("cart-api", "recommendations", "storefront-web")]
+    for thread in threads:
+        thread.start()
+    dag_runner.set_registry(registry_for(world, rollout_restart={"wait_per_poke_seconds": 1}))
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search", "shop"], "max_concurrent_rollouts": 1, "rollout_timeout_seconds": 10})
+    for thread in threads:
+        thread.join(timeout=5)
+    assert dipped, "search-api dipped during the run"
+    live = store.get(DEPLOYMENTS, "search", "search-api")
+    assert not rules.rollout_status(live, rules.DEPLOYMENT).done, "still dipping at the end"
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert "deployment/search/search-api" in summary_of(result)["restarted"] and summary_of(result)["failed"] == {}
+    assert restarts(result).count("deployment/search/search-api") == 1
+    marks = [line for line in result.audit if line["action"] == "rolled-out" and line["target"] == "deployment/search/search-api"]
+    assert len(marks) == 1 and "successfully rolled out" in marks[0]["before"]
+
+
+def test_a_new_run_skips_what_was_restarted_or_redeployed_within_the_window(dag_runner: DagRunner, world: World) -> None:
+    cluster = staging(world)
+    backdate_pods(cluster, ("search", "shop", "payments"))
+    first = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search", "shop"]})
+    assert first.state == "success", (first.failed_tasks(), first.errors())
+    assert len(restarts(first)) == 4
+    # Someone deploys a new payments-api image: every pod of it is replaced.
+    cluster.store.mutate(DEPLOYMENTS, "payments", "payments-api", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(image="registry.example/payments-api:2"))
+    assert cluster.wait_for(lambda: rules.rollout_status(cluster.store.get(DEPLOYMENTS, "payments", "payments-api"), rules.DEPLOYMENT).done and all(
+        p["spec"]["containers"][0]["image"].endswith(":2") for p in pods_of(cluster, cluster.store.get(DEPLOYMENTS, "payments", "payments-api"))), timeout=60)
+    shop_pods = pod_uids(cluster, workloads(cluster, ("search", "shop")))
+    # Pressing Trigger again, for more namespaces, with the option on: only ledger-db is left to do.
+    second = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search", "shop", "payments"], "skip_if_restarted_within_minutes": 60})
+    assert second.state == "success", (second.failed_tasks(), second.errors())
+    assert restarts(second) == ["statefulset/payments/ledger-db"]
+    skipped = summary_of(second)["skipped"]
+    assert "within skip_if_restarted_within_minutes" in skipped["deployment/shop/cart-api"] and skipped["deployment/shop/cart-api"].startswith("restarted at")
+    assert skipped["deployment/payments/payments-api"].startswith("every pod created since")
+    assert pod_uids(cluster, workloads(cluster, ("search", "shop"))) == shop_pods, "nothing restarted twice"
+    # With the option off, a run restarts what it is told to.
+    third = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search"]})
+    assert third.state == "success" and restarts(third) == ["deployment/search/search-api"]
+
+
+def test_a_run_cut_by_its_window_fails_saying_so_and_the_next_run_continues(dag_runner: DagRunner, world: World) -> None:
+    cluster = staging(world)
+    backdate_pods(cluster, ("shop",))
+    # A window of one minute, which the run starts early in and outlasts (shop's cart-api rolls
+    # until the window has closed).
+    now = dt.datetime.now(dt.timezone.utc)
+    if now.second > 5:
+        time.sleep(60 - now.second - now.microsecond / 1e6 + 0.2)
+        now = dt.datetime.now(dt.timezone.utc)
+    closes = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    registry = registry_for(world)
+    for cluster_entry in registry["clusters"]:
+        cluster_entry["maintenance_window"] = {"days": [now.strftime("%a").lower()], "start": now.strftime("%H:%M"), "duration_minutes": 1}
+    dag_runner.set_registry(registry)
+    holder = stuck_until(cluster, DEPLOYMENTS, "shop", "cart-api", lambda: dt.datetime.now(dt.timezone.utc) > closes + dt.timedelta(seconds=2))
+    cut = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"], "max_concurrent_rollouts": 1})
+    holder.join(timeout=5)
+    assert cut.state == "failed", (cut.failed_tasks(), cut.errors())
+    assert cut.failed_tasks() == ["cleanup"], "nothing failed but the window: the teardown says the run is incomplete"
+    assert "incomplete: the maintenance window closed with 2 workload(s) not restarted" in cut.text()
+    assert restarts(cut) == ["deployment/shop/cart-api"]
+    summary = summary_of(cut)
+    assert summary["restarted"] == ["deployment/shop/cart-api"] and summary["cut_by_window"]
+    assert set(summary["not_completed"]) == {"deployment/shop/recommendations", "deployment/shop/storefront-web"}
+    # The next run (window open again) skips what the cut run restarted and does the rest.
+    dag_runner.set_registry(registry_for(world))
+    after = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["shop"], "skip_if_restarted_within_minutes": 60})
+    assert after.state == "success", (after.failed_tasks(), after.errors())
+    assert restarts(after) == ["deployment/shop/recommendations", "deployment/shop/storefront-web"]
+
+
+def test_a_failure_stops_every_shard_from_starting_restarts_but_what_started_is_followed(dag_runner: DagRunner, world: World) -> None:
+    cluster = staging(world)
+    store = cluster.store
+
+    def stop_signalled() -> bool:
+        lease = store.try_get("leases.coordination.k8s.io", "default", "kube-maintenance-lock")
+        return lease is not None and "kube-maintenance.io/stop" in (lease["metadata"].get("annotations") or {})
+
+    seen_stop: list[bool] = []
+    gave_up = threading.Event()
+
+    def release() -> bool:
+        # cart-api completes once search-api's failure was signalled (or after a minute, if never).
+        if stop_signalled():
+            seen_stop.append(True)
+            return True
+        return gave_up.is_set()
+
+    break_template(cluster, DEPLOYMENTS, "search", "search-api", progressDeadlineSeconds=2)
+    holder = stuck_until(cluster, DEPLOYMENTS, "shop", "cart-api", release)
+    give_up = threading.Timer(60, gave_up.set)
+    give_up.start()
+    dag_runner.set_registry(registry_for(world, rollout_restart={"wait_per_poke_seconds": 1}))
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search", "shop"], "max_concurrent_rollouts": 2})
+    give_up.cancel()
+    holder.join(timeout=5)
+    assert result.state == "failed"
+    assert seen_stop, "the failing shard signalled the others on the Lease"
+    assert sorted(restarts(result)) == ["deployment/search/search-api", "deployment/shop/cart-api"], "shop's shard started nothing after the failure"
+    failed = [t for t in result.failed_tasks() if t.startswith("restart")]
+    assert len(failed) == 1, result.failed_tasks()
+    assert "another shard failed" in result.text()
+    summary = summary_of(result)
+    assert "deployment/shop/cart-api" in summary["restarted"], "the rollout already started was followed to its end"
+    assert set(summary["failed"]) == {"deployment/search/search-api"}
+    assert set(summary["not_completed"]) == {"deployment/shop/recommendations", "deployment/shop/storefront-web"}
+
+
+def test_restarts_that_change_nothing_and_opted_out_objects_are_skipped_and_reported(dag_runner: DagRunner, world: World) -> None:
+    cluster = staging(world)
+    store = cluster.store
+    store.mutate(NAMESPACES, None, "search", lambda ns: ns["metadata"].setdefault("annotations", {}).update({"kube-maintenance.io/skip": "true", "kube-maintenance.io/skip-reason": "search reindex running"}))
+    store.mutate(DEPLOYMENTS, "shop", "recommendations", lambda d: d["metadata"].setdefault("annotations", {}).update({"kube-maintenance.io/skip": "true"}))
+    store.mutate(DEPLOYMENTS, "shop", "storefront-web", lambda d: d["spec"].update(replicas=0))
+    ledger = store.get(STATEFULSETS, "payments", "ledger-db")
+    store.mutate(STATEFULSETS, "payments", "ledger-db", lambda s: s["spec"]["updateStrategy"].update(rollingUpdate={"partition": s["spec"]["replicas"]}))
+    assert cluster.wait_for(lambda: settled(cluster) == [], timeout=60), settled(cluster)
+    before = pod_uids(cluster, workloads(cluster, ("search", "shop", "payments")))
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search", "shop", "payments"]})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert sorted(restarts(result)) == ["deployment/payments/payments-api", "deployment/shop/cart-api"]
+    skipped = summary_of(result)["skipped"]
+    assert skipped["deployment/shop/recommendations"] == "opted out (kube-maintenance.io/skip=true on the deployment)"
+    assert skipped["deployment/shop/storefront-web"] == "scaled to zero: no pod to restart"
+    assert skipped["statefulset/payments/ledger-db"] == f"rollingUpdate partition {ledger['spec']['replicas']} >= replicas {ledger['spec']['replicas']}: a restart would update no pod"
+    assert [l["detail"]["why"] for l in result.audit if l["action"] == "skip-namespace"] == ["opted out (kube-maintenance.io/skip=true on the namespace): search reindex running"]
+    after = pod_uids(cluster, workloads(cluster, ("search", "shop", "payments")))
+    for ref in ("deployment/search/search-api", "deployment/shop/recommendations", "statefulset/payments/ledger-db"):
+        assert after[ref] == before[ref], f"{ref} untouched"
 
 
 # -------------------------------------------------------------------------------- kubectl as the oracle

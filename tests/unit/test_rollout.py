@@ -317,12 +317,19 @@ class FakeKube:
 
     def __init__(self, objects: dict) -> None:
         self.objects = objects
-        self.patches: list[str] = []
+        self.patches: list[str] = []  # restarts (strategic merge patches of the template)
+        self.marks: list[str] = []  # rolled-out marks (merge patches of the metadata: no new generation)
 
-    def patch(self, ref: Any, name: str, patch: dict, namespace: str, content_type: str) -> dict:
+    def patch(self, ref: Any, name: str, patch: dict, namespace: str, content_type: str = "application/merge-patch+json") -> dict:
+        obj = self.objects[(namespace, name)]
+        if content_type == "application/merge-patch+json":
+            assert set(patch) == {"metadata"}
+            self.marks.append(name)
+            annotations = {**(obj["metadata"].get("annotations") or {}), **patch["metadata"]["annotations"]}
+            self.objects[(namespace, name)] = {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
+            return self.objects[(namespace, name)]
         assert content_type == "application/strategic-merge-patch+json"
         self.patches.append(name)
-        obj = self.objects[(namespace, name)]
         return {"metadata": {**obj["metadata"], "generation": obj["metadata"]["generation"] + 1}, "spec": obj["spec"]}
 
 
@@ -347,6 +354,27 @@ def test_the_window_keeps_at_most_the_budget_rolling_and_patches_each_workload_o
     objects[("shop", "c")] = rolled_out_after_restart(objects[("shop", "c")])
     assert window.fail(objects) is None and window.step(objects) is True
     assert result.restarted == ["deployment/shop/a", "deployment/shop/b", "deployment/shop/c"]
+    assert kube.marks == ["a", "b", "c"], "each completed rollout is marked once"
+
+
+def test_a_rollout_seen_complete_is_not_failed_by_a_later_dip() -> None:
+    from kube_maintenance.audit import AuditTrail
+    from kube_maintenance.rollout_tasks import KindRollout, ShardResult
+
+    objects = {("shop", "web"): deployment("web")}
+    kube = FakeKube(objects)
+    result = ShardResult()
+    window = KindRollout(kube, AuditTrail("test"), params(namespaces=["shop"], rollout_timeout_seconds=10), SINCE, "shop", DEPLOYMENT, 1, result)  # type: ignore[arg-type]
+    assert window.step(objects) is False and kube.patches == ["web"]
+    objects[("shop", "web")] = rolled_out_after_restart(objects[("shop", "web")])
+    assert window.step(kube.objects) is True and kube.marks == ["web"]
+    marked = kube.objects[("shop", "web")]
+    # Long after the restart, an HPA scale-up leaves a new replica unavailable for a while.
+    dipped = {**marked, "status": {**marked["status"], "availableReplicas": marked["status"]["updatedReplicas"] - 1}}
+    later = NOW + dt.timedelta(minutes=15)
+    assert rules.judge(dipped, DEPLOYMENT, SINCE, later, 10).verdict is Verdict.COMPLETE
+    unmarked = {**dipped, "metadata": {**dipped["metadata"], "annotations": {}}}
+    assert rules.judge(unmarked, DEPLOYMENT, SINCE, later, 10).verdict is Verdict.FAILED, "without the mark the dip would fail the run"
 
 
 def test_the_window_names_a_failed_rollout_and_starts_nothing_once_the_window_closes() -> None:
@@ -359,3 +387,66 @@ def test_the_window_names_a_failed_rollout_and_starts_nothing_once_the_window_cl
     assert window.fail(objects) == 'deployment/shop/web: deployment "web" exceeded its progress deadline'
     objects[("shop", "web")] = deployment("web", restarted_at=iso(NOW))
     assert window.step(objects) is True and result.restarted == [] and result.stopped == "the window closed"
+
+
+# ------------------------------------------------------------------------------ restarts that change nothing
+def test_restarts_that_would_change_nothing_are_skipped_with_their_reason() -> None:
+    def verdict(obj: dict, kind: str) -> tuple[Verdict, str]:
+        view = rules.judge(obj, kind, SINCE, NOW, 900)
+        return view.verdict, view.why
+
+    assert verdict(deployment(replicas=0), DEPLOYMENT) == (Verdict.SKIP, "scaled to zero: no pod to restart")
+    assert verdict(statefulset(replicas=0), STATEFULSET)[0] is Verdict.SKIP
+    assert verdict(statefulset(replicas=3, rolling_update={"partition": 3}), STATEFULSET) == (Verdict.SKIP, "rollingUpdate partition 3 >= replicas 3: a restart would update no pod")
+    assert verdict(statefulset(replicas=3, rolling_update={"partition": 1}), STATEFULSET)[0] is Verdict.RESTART
+    assert rules.partial_restart_warning(statefulset(rolling_update={"partition": 1}), STATEFULSET) == "rollingUpdate partition 1: ordinals below 1 keep their current pods"
+    assert rules.partial_restart_warning(statefulset(rolling_update={"partition": 0}), STATEFULSET) is None
+    assert verdict(daemonset(desired=0, updated=0, available=0), DAEMONSET) == (Verdict.SKIP, "no node runs it (desiredNumberScheduled 0): no pod to restart")
+    assert verdict(deployment(), DEPLOYMENT)[0] is Verdict.RESTART
+
+
+def test_an_opted_out_workload_or_namespace_is_left_out_with_its_reason() -> None:
+    web = deployment()
+    web["metadata"]["annotations"] = {"kube-maintenance.io/skip": "true", "kube-maintenance.io/skip-reason": "leader election breaks on restart"}
+    view = rules.judge(web, DEPLOYMENT, SINCE, NOW, 900)
+    assert view.verdict is Verdict.SKIP and view.why == "opted out (kube-maintenance.io/skip=true on the deployment): leader election breaks on restart"
+    web["metadata"]["annotations"]["kube-maintenance.io/skip"] = "yes please"
+    assert rules.judge(web, DEPLOYMENT, SINCE, NOW, 900).verdict is Verdict.RESTART, "only \"true\" opts out"
+    namespaces = [{"metadata": {"name": "shop", "annotations": {"kube-maintenance.io/skip": "true"}}}, {"metadata": {"name": "blog"}}]
+    selection = rules.select_namespaces(namespaces, params(namespaces=["shop", "blog"]), ())
+    assert selection.namespaces == ("blog",) and selection.left_out == {"shop": "opted out (kube-maintenance.io/skip=true on the namespace)"}
+
+
+# ------------------------------------------------------------------------------ restarts across runs
+def test_a_restart_or_a_deploy_within_the_window_before_the_run_counts_as_done() -> None:
+    recent = SINCE - dt.timedelta(minutes=60)
+    twenty_minutes_ago = deployment(restarted_at=iso(SINCE - dt.timedelta(minutes=20)))
+    assert rules.judge(twenty_minutes_ago, DEPLOYMENT, SINCE, NOW, 900, recent_since=recent).verdict is Verdict.SKIP
+    assert rules.judge(twenty_minutes_ago, DEPLOYMENT, SINCE, NOW, 900).verdict is Verdict.RESTART, "without the option it is restarted"
+    two_hours_ago = deployment(restarted_at=iso(SINCE - dt.timedelta(hours=2)))
+    assert rules.judge(two_hours_ago, DEPLOYMENT, SINCE, NOW, 900, recent_since=recent).verdict is Verdict.RESTART
+    deployed = rules.judge(two_hours_ago, DEPLOYMENT, SINCE, NOW, 900, recent_since=recent, pods_replaced_at=SINCE - dt.timedelta(minutes=5))
+    assert deployed.verdict is Verdict.SKIP and "every pod created since" in deployed.why
+
+
+def test_the_oldest_pod_of_a_workload_is_found_by_its_selector() -> None:
+    db = statefulset()
+
+    def pod(name: str, app: str, created: dt.datetime, deleting: bool = False) -> dict:
+        meta = {"name": name, "labels": {"app": app}, "creationTimestamp": iso(created)}
+        if deleting:
+            meta["deletionTimestamp"] = iso(NOW)
+        return {"metadata": meta}
+
+    pods = [pod("db-0", "db", SINCE - dt.timedelta(minutes=3)), pod("db-1", "db", SINCE - dt.timedelta(minutes=9), deleting=True), pod("web-1", "web", SINCE - dt.timedelta(days=3))]
+    assert rules.oldest_pod_created(db, pods) == SINCE - dt.timedelta(minutes=3)
+    assert rules.oldest_pod_created(db, pods[2:]) is None
+
+
+def test_namespaces_restarted_longest_ago_go_first_so_every_namespace_is_reached() -> None:
+    pending = {"alpha": 1, "beta": 1, "gamma": 1}
+    last = {"alpha": SINCE - dt.timedelta(days=1), "beta": None, "gamma": SINCE - dt.timedelta(days=7)}
+    [shard] = rules.shard_namespaces(pending, max_shards=1, max_concurrent=5, last_restarted=last)
+    assert shard.namespaces == ("beta", "gamma", "alpha")
+    found = [(DEPLOYMENT, deployment("a", restarted_at=iso(SINCE))), (DEPLOYMENT, deployment("b", restarted_at=iso(NOW))), (DAEMONSET, daemonset())]
+    assert rules.last_restarted_by_namespace(found) == {"shop": NOW.replace(microsecond=0), "observability": None}
