@@ -41,6 +41,8 @@ class SandboxCluster:
         self.manager = Manager(self)
         self.server: Any = None
         self.cloud: Any = None  # the EC2 / Auto Scaling bridge, when attached
+        self.tls: Any = None  # a sandbox.tls.SandboxTls, set before start(): serve HTTPS with it
+        self.authenticator: Any = None  # checks bearer tokens (sandbox.auth, sandbox.eks); None: accept all
         self._load_modules()
         self.store.add_listener(self.manager.on_change)
         self.store.add_listener(self.monitor.on_change)
@@ -114,10 +116,13 @@ class SandboxCluster:
 
     # ------------------------------------------------------------------------------------- helpers
     def kubeconfig(self, user: str = "sandbox-admin") -> dict[str, Any]:
+        server: dict[str, Any] = {"server": self.url}
+        if self.tls is not None:
+            server["certificate-authority-data"] = self.tls.ca_data
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": self.name, "cluster": {"server": self.url}}],
+            "clusters": [{"name": self.name, "cluster": server}],
             "users": [{"name": user, "user": {"token": f"sandbox-token-{self.name}"}}],
             "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": user, "namespace": "default"}}],
             "current-context": self.name,

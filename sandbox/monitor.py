@@ -22,6 +22,7 @@ class RequestRecord:
     name: str
     user_agent: str
     code: int
+    user: str = ""  # the authenticated identity, on clusters that check tokens (sandbox.auth)
 
 
 class RequestLog:

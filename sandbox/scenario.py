@@ -645,20 +645,39 @@ def start_world(
     seed: bool = True,
     serve_http: bool = True,
     timeout: float = 60.0,
+    tls: bool = False,
+    eks: Iterable[str] = (),
 ) -> World:
     """Start moto and one sandbox cluster per plan, wait for their nodes, seed the demo, write kubeconfigs.
 
     Kubeconfigs go to ``<directory>/<cluster>.kubeconfig``. ``config`` is shared by every cluster
     (each gets its own copy). Waits for the demo to settle when seeding; on any failure, everything
     started so far is stopped before the error propagates.
+
+    ``tls`` serves every cluster over HTTPS (its kubeconfig trusting the cluster's own CA). The clusters
+    named in ``eks`` are EKS clusters: HTTPS, EKS tokens only (``sandbox.eks``), and a cluster of that
+    name in moto's EKS whose DescribeCluster leads to them.
     """
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     plans = [p if isinstance(p, ClusterPlan) else ClusterPlan.default(p) for p in clusters]
+    eks_names = set(eks)
+    if unknown := eks_names - {p.name for p in plans}:
+        raise ValueError(f"eks names clusters the world does not have: {', '.join(sorted(unknown))}")
+    if eks_names and not serve_http:
+        raise ValueError("an EKS cluster needs its HTTP API (serve_http=True)")
     world = World(target, MotoServer().start())
     try:
         for plan in plans:
             cluster = SandboxCluster(plan.name, _copy_config(config))
+            if tls or plan.name in eks_names:
+                from .tls import make_tls
+
+                cluster.tls = make_tls(plan.name)
+            if plan.name in eks_names:
+                from .eks import EksAuthenticator
+
+                cluster.authenticator = EksAuthenticator(plan.name, plan.region, world.moto_url)
             if serve_http:
                 cluster.start()
             else:
@@ -666,6 +685,10 @@ def start_world(
                 cluster.manager.start()
             try:
                 bridge, network = attach_cloud(cluster, world.moto_url, plan.region, plan.node_groups)
+                if plan.name in eks_names:
+                    from .eks import register_eks_cluster
+
+                    register_eks_cluster(world.moto_url, plan.region, plan.name, cluster.url, cluster.tls.ca_data, list(network.subnets.values()))
             except BaseException:
                 cluster.stop()
                 raise

@@ -92,12 +92,17 @@ class ApiServer:
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.httpd.request_queue_size = 256
+        self.scheme = "http"
+        if cluster.tls is not None:
+            # The handshake happens on the handler's thread at its first read, never in accept().
+            self.httpd.socket = cluster.tls.server_context().wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
+            self.scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -189,6 +194,7 @@ class Handler(BaseHTTPRequestHandler):
             if parts[:1] == ["_sandbox"]:
                 self._admin(method, parts[1:], query)
                 return
+            self._authenticate(method, parts, query, record)
             if method == "GET" and self._discovery(parts):
                 return
             route, legacy_watch = parse_resource_path(parts)
@@ -213,6 +219,26 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if record["resource"]:
                 self.cluster.requests.add(time=started, user_agent=user_agent, **record)
+
+    def _authenticate(self, method: str, parts: list[str], query: dict[str, str], record: dict[str, Any]) -> None:
+        """Authenticate first, as the API server does, when the cluster checks tokens (``sandbox.auth``).
+
+        Anonymous requests are refused too: EKS (1.32 on) allows anonymous access to the health
+        endpoints only, which the sandbox does not serve. A refusal is logged like any request.
+        """
+        authenticator = self.cluster.authenticator
+        if authenticator is None:
+            return
+        from .auth import TokenRejected
+
+        try:
+            record["user"] = authenticator.authenticate(self.headers.get("Authorization"))
+        except TokenRejected:
+            route, legacy_watch = parse_resource_path(parts)
+            if route is not None:
+                verb = self._verb(method, route, query, legacy_watch)
+                record.update(verb=verb, resource=route.resource_label, namespace=route.namespace or "", name=route.name or "")
+            raise ApiError(401, "Unauthorized") from None
 
     @staticmethod
     def _verb(method: str, route: Route, query: dict[str, str], legacy_watch: bool) -> str:
