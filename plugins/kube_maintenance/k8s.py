@@ -1,4 +1,7 @@
-"""Cluster access: one isolated client per Airflow ``kubernetes`` connection, safe calls, lists, waits.
+"""Cluster access: one isolated client per cluster, safe calls, lists, waits.
+
+- Ways in: a ``kubernetes`` connection (``kube_config``, ``kube_config_path``, ``in_cluster``), or
+  for an EKS cluster its ``aws`` connection (``eks.py``: tokens minted in process and renewed).
 
 - Isolation: ``KubernetesHook`` loads a kubeconfig into the kubernetes client's *global* default
   configuration unless it is handed its own; two clusters in one worker would then cross. Every
@@ -89,6 +92,25 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
+def _in_cluster_api_client(hook: Any, configuration: Any) -> Any:
+    """The pod's service account, loaded into this client's own configuration.
+
+    ``KubernetesHook.get_conn`` on an ``in_cluster`` connection calls ``load_incluster_config()``
+    without a configuration, which loads the service account into the kubernetes client's global
+    default, then builds its client on the configuration it was handed, left empty: no host, no
+    token. Loading it here keeps the client's own configuration (so two clusters never cross) and the
+    loader's ``refresh_api_key_hook``, which re-reads the projected token file as kubelet rotates it.
+    """
+    from airflow.providers.cncf.kubernetes.kube_client import _TimeoutK8sApiClient
+    from kubernetes import config
+
+    if hook._get_field("kube_config") or hook._get_field("kube_config_path"):
+        raise ValueError(f"connection {hook.conn_id}: in_cluster, kube_config and kube_config_path are mutually exclusive; set one")
+    config.load_incluster_config(client_configuration=configuration)
+    disable_tcp_keepalive = str(hook._get_field("disable_tcp_keepalive") or "").lower() == "true"
+    return _TimeoutK8sApiClient(configuration=configuration, enable_tcp_keepalive=not disable_tcp_keepalive)
+
+
 class KubeClient:
     """Raw-JSON access to one cluster through an ApiClient built by ``KubernetesHook``."""
 
@@ -100,11 +122,32 @@ class KubeClient:
         api_client.user_agent = USER_AGENT
 
     @classmethod
+    def for_cluster(cls, cluster: Any, retry: RetryPolicy | None = None) -> "KubeClient":
+        """The client a registry entry (``ClusterConfig``) names: EKS through its aws connection, or its
+        kubernetes connection."""
+        if cluster.eks_cluster_name:
+            return cls.from_eks(cluster.aws_conn_id, cluster.region, cluster.eks_cluster_name, cluster.name, retry)
+        return cls.from_connection(cluster.kubernetes_conn_id, cluster.name, retry)
+
+    @classmethod
+    def from_eks(cls, aws_conn_id: str, region: str, eks_cluster_name: str, cluster: str, retry: RetryPolicy | None = None) -> "KubeClient":
+        """An EKS cluster through an ``aws`` connection: DescribeCluster for the endpoint and CA, and a
+        token from the connection's credentials, renewed inside the ApiClient before it expires."""
+        from .eks import eks_api_client
+
+        return cls(eks_api_client(aws_conn_id, region, eks_cluster_name), cluster, retry)
+
+    @classmethod
     def from_connection(cls, conn_id: str, cluster: str, retry: RetryPolicy | None = None) -> "KubeClient":
+        """A ``kubernetes`` connection: ``kube_config`` (inline), ``kube_config_path`` (each with
+        ``cluster_context``) or ``in_cluster``."""
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
         from kubernetes import client as k8s_client
 
-        hook = KubernetesHook(conn_id=conn_id, client_configuration=k8s_client.Configuration())
+        configuration = k8s_client.Configuration()
+        hook = KubernetesHook(conn_id=conn_id, client_configuration=configuration)
+        if hook._get_field("in_cluster"):
+            return cls(_in_cluster_api_client(hook, configuration), cluster, retry)
         return cls(hook.get_conn(), cluster, retry)
 
     # ------------------------------------------------------------------------------------ requests

@@ -23,6 +23,7 @@ OPERATIONS = ("node_replacement", "cronjob_refresh", "rollout_restart")
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 DEFAULT_OWNER = "kube-maintenance"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
+_EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")  # EKS CreateCluster's name pattern
 
 
 class RegistryError(ValueError):
@@ -32,7 +33,7 @@ class RegistryError(ValueError):
 @dataclass(frozen=True)
 class ClusterConfig:
     name: str
-    kubernetes_conn_id: str
+    kubernetes_conn_id: str | None  # None for an EKS cluster reached through its aws connection
     aws_conn_id: str | None
     region: str | None
     timezone: str
@@ -41,6 +42,7 @@ class ClusterConfig:
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     owner: str = DEFAULT_OWNER  # shown as every task's owner in the Airflow UI
+    eks_cluster_name: str | None = None  # reach the cluster through aws_conn_id's EKS access, not kubernetes_conn_id
 
     def operation(self, name: str) -> dict[str, Any]:
         """Per-operation settings (``enabled``, ``schedule`` and parameter defaults)."""
@@ -112,10 +114,21 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
             raise RegistryError(f"{where}.name: duplicate cluster name {name!r}")
         seen.add(name)
         where = f"clusters[{i}] ({name})"
-        k8s_conn = _require(raw, "kubernetes_conn_id", where, str)
+        eks_name = raw.get("eks_cluster_name")
+        if eks_name is not None and (not isinstance(eks_name, str) or not _EKS_NAME.match(eks_name)):
+            raise RegistryError(f"{where}.eks_cluster_name: expected an EKS cluster name (letters, digits, '-' and '_', starting with a letter or digit, up to 100), got {eks_name!r}")
+        if eks_name is not None and "kubernetes_conn_id" in raw:
+            raise RegistryError(
+                f"{where}: set either kubernetes_conn_id (a kubernetes connection) or eks_cluster_name (EKS through aws_conn_id), not both"
+            )
+        if eks_name is None and "kubernetes_conn_id" not in raw:
+            raise RegistryError(f"{where}.kubernetes_conn_id: required (or eks_cluster_name, to reach an EKS cluster through aws_conn_id)")
+        k8s_conn = None if eks_name is not None else _require(raw, "kubernetes_conn_id", where, str)
         aws_conn = raw.get("aws_conn_id")
         if aws_conn is not None and not isinstance(aws_conn, str):
             raise RegistryError(f"{where}.aws_conn_id: expected a string")
+        if eks_name is not None and not aws_conn:
+            raise RegistryError(f"{where}.aws_conn_id: required with eks_cluster_name (the aws connection EKS tokens are made from)")
         region = raw.get("region")
         if aws_conn and not isinstance(region, str):
             raise RegistryError(f"{where}.region: required when aws_conn_id is set")
@@ -153,6 +166,7 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
                 operations={k: dict(v) for k, v in ops.items()},
                 description=str(raw.get("description", "")),
                 owner=owner.strip(),
+                eks_cluster_name=eks_name,
             )
         )
     return Registry(int(version), tuple(clusters), source)

@@ -22,7 +22,7 @@ class TaskRuntime:
     def kube(self) -> Any:
         from .k8s import KubeClient
 
-        return KubeClient.from_connection(self.cluster.kubernetes_conn_id, self.cluster.name)
+        return KubeClient.for_cluster(self.cluster)
 
     @functools.cached_property
     def cloud(self) -> Any:

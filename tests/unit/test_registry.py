@@ -102,3 +102,43 @@ def test_a_task_for_a_cluster_the_registry_no_longer_lists_fails_clearly(tmp_pat
     assert runtime_for("staging", {}, dry_run=True).cluster.kubernetes_conn_id == "k8s_staging"
     with pytest.raises(RegistryError, match=r"unknown cluster 'prod'; the registry .*clusters.json lists: staging"):
         runtime_for("prod", {}, dry_run=True)
+
+
+def eks_entry(**changes: object) -> dict:
+    data = copy.deepcopy(GOOD)
+    entry = data["clusters"][0]
+    del entry["kubernetes_conn_id"]
+    entry["eks_cluster_name"] = "staging-eu"
+    for key, value in changes.items():
+        if value is KeyError:
+            entry.pop(key, None)
+        else:
+            entry[key] = value
+    return data
+
+
+def test_an_eks_cluster_is_reached_through_its_aws_connection() -> None:
+    cluster = parse_registry(eks_entry()).clusters[0]
+    assert (cluster.eks_cluster_name, cluster.aws_conn_id, cluster.region, cluster.kubernetes_conn_id) == ("staging-eu", "aws_staging", "eu-west-1", None)
+    assert parse_registry(GOOD).clusters[0].eks_cluster_name is None
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"aws_conn_id": KeyError}, "clusters[0] (staging).aws_conn_id: required with eks_cluster_name"),
+        ({"region": KeyError}, "clusters[0] (staging).region: required when aws_conn_id is set"),
+        ({"kubernetes_conn_id": "k8s_staging"}, "clusters[0] (staging): set either kubernetes_conn_id (a kubernetes connection) or eks_cluster_name"),
+        ({"eks_cluster_name": "-bad name"}, "clusters[0] (staging).eks_cluster_name: expected an EKS cluster name"),
+        ({"eks_cluster_name": 7}, "clusters[0] (staging).eks_cluster_name: expected an EKS cluster name"),
+    ],
+)
+def test_eks_entries_are_validated(changes: dict, message: str) -> None:
+    with pytest.raises(RegistryError) as err:
+        parse_registry(eks_entry(**changes))
+    assert message in str(err.value)
+
+
+def test_a_cluster_needs_one_way_in() -> None:
+    with pytest.raises(RegistryError, match=r"clusters\[0\] \(staging\)\.kubernetes_conn_id: required \(or eks_cluster_name"):
+        parse_registry(broken("kubernetes_conn_id", KeyError))
