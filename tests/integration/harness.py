@@ -129,3 +129,68 @@ class DagRunner:
         (self.tmp_path / f"{dag_id}-run{self.runs}.log").write_text("\n".join(capture.messages))  # for post-mortems
         states = {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
         return RunResult(str(getattr(dag_run.state, "value", dag_run.state)), states, parse_audit_lines("\n".join(capture.messages)), capture.messages)
+
+
+# ------------------------------------------------------------------------------ ways into a cluster
+SERVICE_ACCOUNT = "system:serviceaccount:airflow:airflow-worker"
+
+
+def kubeconfig_with_decoy(world: World, name: str) -> dict[str, Any]:
+    """The cluster's kubeconfig with a second context, current but unusable (nothing listens there),
+    so that only a connection's ``cluster_context`` reaches the cluster."""
+    kubeconfig = world.clusters[name].cluster.kubeconfig()
+    kubeconfig["clusters"].append({"name": "decoy", "cluster": {"server": "https://127.0.0.1:9"}})
+    kubeconfig["contexts"].append({"name": "decoy", "context": {"cluster": "decoy", "user": kubeconfig["users"][0]["name"]}})
+    kubeconfig["current-context"] = "decoy"
+    return kubeconfig
+
+
+def kubernetes_connections(world: World, name: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Every form of ``kubernetes`` connection to one cluster (env var -> connection): ``kube_config``
+    inline and ``kube_config_path`` (both naming their ``cluster_context``), and ``in_cluster``."""
+    path = tmp_path / f"{name}-with-decoy.kubeconfig"
+    kubeconfig = kubeconfig_with_decoy(world, name)
+    path.write_text(json.dumps(kubeconfig))
+    suffix = name.upper()
+    return {
+        f"AIRFLOW_CONN_K8S_{suffix}_INLINE": {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(kubeconfig), "cluster_context": name}},
+        f"AIRFLOW_CONN_K8S_{suffix}_PATH": {"conn_type": "kubernetes", "extra": {"kube_config_path": str(path), "cluster_context": name}},
+        f"AIRFLOW_CONN_K8S_{suffix}_IN_CLUSTER": {"conn_type": "kubernetes", "extra": {"in_cluster": True}},
+    }
+
+
+def fake_service_account(world: World, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str = "sa-token-airflow-worker") -> Path:
+    """What kubelet gives a pod of the cluster: the service env vars and the mounted token and CA.
+
+    The cluster must serve TLS (in-cluster clients always dial https). Its authenticator is told the
+    token, as the API server knows its service accounts'."""
+    from kubernetes.config import incluster_config
+
+    from sandbox.auth import StaticTokenAuthenticator
+
+    cluster = world.clusters[name].cluster
+    assert cluster.tls is not None, "an in-cluster client dials https: start the world with tls=True"
+    mount = tmp_path / "serviceaccount"
+    mount.mkdir(parents=True, exist_ok=True)
+    (mount / "token").write_text(token)
+    cluster.tls.write_ca(mount / "ca.crt")
+    host, port = cluster.server.httpd.server_address[:2]
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(mount / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(mount / "ca.crt"))
+    kubeconfig_token = cluster.kubeconfig()["users"][0]["user"]["token"]
+    cluster.authenticator = StaticTokenAuthenticator({token: SERVICE_ACCOUNT, kubeconfig_token: "sandbox-admin"})
+    return mount
+
+
+def reach_cluster(registry: dict[str, Any], name: str, **access: Any) -> dict[str, Any]:
+    """The registry with cluster ``name`` reached another way: ``kubernetes_conn_id=...``, or
+    ``eks_cluster_name=...`` (through the entry's aws connection; its kubernetes connection is dropped)."""
+    for entry in registry["clusters"]:
+        if entry["name"] == name:
+            if "eks_cluster_name" in access:
+                entry.pop("kubernetes_conn_id", None)
+            entry.update(access)
+            return registry
+    raise KeyError(name)

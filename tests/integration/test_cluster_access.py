@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
+from harness import SERVICE_ACCOUNT, DagRunner, fake_service_account, fast_world_config, kubernetes_connections, reach_cluster, registry_for
 from sandbox.__main__ import airflow_connections
 from sandbox.resources import NODES, PODS
-from sandbox.scenario import World
+from sandbox.scenario import World, start_world
 
 from kube_maintenance.k8s import NODES as NODE_REF
 from kube_maintenance.k8s import PODS as POD_REF
 from kube_maintenance.k8s import KubeApiError, KubeClient, RetryPolicy
+from kube_maintenance.registry import ClusterConfig, parse_registry
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
@@ -63,3 +68,140 @@ def test_wait_until_follows_a_watch_across_cut_streams(connections: World) -> No
     watches = [r for r in cluster.requests.since(0) if r.verb == "watch" and r.resource == "pods" and "kube-maintenance" in r.user_agent]
     assert len(watches) >= 2, "the cut stream was resumed"
     cluster.faults.clear()
+
+
+# ------------------------------------------------------------------------------- every way in
+# A world over HTTPS where "staging" is an EKS cluster (EKS tokens only; moto's DescribeCluster leads
+# to it) and "production" is reached through each form of kubernetes connection.
+@pytest.fixture
+def secure_world(tmp_path: Path) -> Iterator[World]:
+    w = start_world(tmp_path / "sandbox", ("staging", "production"), fast_world_config(), tls=True, eks=["staging"])
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture
+def ways_in(secure_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    connections = {**airflow_connections(secure_world), **kubernetes_connections(secure_world, "production", tmp_path)}
+    for var, conn in connections.items():
+        monkeypatch.setenv(var, json.dumps(conn))
+    fake_service_account(secure_world, "production", tmp_path, monkeypatch)
+    return secure_world
+
+
+def registry_entry(world: World, form: str) -> ClusterConfig:
+    registry = registry_for(world)
+    if form == "eks":
+        reach_cluster(registry, "staging", eks_cluster_name="staging")
+    else:
+        reach_cluster(registry, "production", kubernetes_conn_id=f"k8s_production_{form}")
+    return parse_registry(registry).cluster("staging" if form == "eks" else "production")
+
+
+def node_names(world: World, name: str) -> set[str]:
+    return {n["metadata"]["name"] for n in world.clusters[name].cluster.store.iter(NODES)}
+
+
+def served(world: World, name: str, since: int = 0) -> list[Any]:
+    """The cluster's request log from ``since``, once the last answer's record is in."""
+    time.sleep(0.05)  # a record is added right after its answer is sent
+    return world.clusters[name].cluster.requests.since(since)
+
+
+WAYS_IN = ["inline", "path", "in_cluster", "eks"]
+
+
+@pytest.mark.parametrize("form", WAYS_IN)
+def test_each_way_in_reaches_its_cluster_with_its_own_configuration(form: str, ways_in: World) -> None:
+    from kubernetes import client
+
+    default_before = client.Configuration.get_default_copy()
+    cluster = registry_entry(ways_in, form)
+    kube = KubeClient.for_cluster(cluster)
+    assert kube.api_client.configuration.host == ways_in.clusters[cluster.name].url  # https, verified with the cluster's CA
+    assert {n["metadata"]["name"] for n in kube.list(NODE_REF)[0]} == node_names(ways_in, cluster.name)
+    users = {r.user for r in served(ways_in, cluster.name) if r.resource == "nodes" and r.code == 200}
+    expected_user = {"eks": "arn:aws:sts::123456789012:user/moto", "in_cluster": SERVICE_ACCOUNT}.get(form, "sandbox-admin")
+    assert users == {expected_user}, "authenticated as the way in says"
+    default_after = client.Configuration.get_default_copy()
+    assert (default_after.host, default_after.api_key) == (default_before.host, default_before.api_key), "the global default is untouched"
+
+
+@pytest.mark.parametrize("form", WAYS_IN)
+def test_a_dag_run_works_through_each_way_in(form: str, ways_in: World, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    runner = DagRunner(ways_in, tmp_path, monkeypatch, capfd)
+    registry = registry_for(ways_in)
+    name = "staging" if form == "eks" else "production"
+    if form == "eks":
+        reach_cluster(registry, "staging", eks_cluster_name="staging")
+    else:
+        reach_cluster(registry, "production", kubernetes_conn_id=f"k8s_production_{form}")
+    runner.set_registry(registry)
+    seq = len(ways_in.clusters[name].cluster.requests)
+    result = runner.run("rollout_restart.py", f"rollout_restart__{name}", {"dry_run": True, "namespaces": ["shop"]})
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert any(line["action"] == "plan-restart" for line in result.audit), "the plan was read from the cluster"
+    ours = [r for r in served(ways_in, name, seq) if "kube-maintenance" in r.user_agent]
+    assert ours and all(r.code < 400 for r in ours), sorted({(r.code, r.verb, r.resource) for r in ours if r.code >= 400})
+
+
+def test_an_eks_token_is_renewed_inside_one_client_and_a_long_run_keeps_working(ways_in: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_maintenance import eks
+
+    authenticator = ways_in.clusters["staging"].cluster.authenticator
+    authenticator.token_lifetime_seconds = 4  # EKS: 15 minutes
+    monkeypatch.setattr(eks, "TOKEN_REFRESH_SECONDS", 2.0)  # ours: 10 minutes
+    kube = KubeClient.for_cluster(registry_entry(ways_in, "eks"))
+    ended = time.monotonic() + 10  # more than twice a token's life on one ApiClient
+    calls = 0
+    while time.monotonic() < ended:
+        assert kube.list(NODE_REF, page_size=2)[0]
+        calls += 1
+        time.sleep(0.3)
+    assert calls >= 20
+    assert len(authenticator.accepted) >= 4, "new tokens were minted as the old ones aged"
+    assert not authenticator.rejections
+    assert {r.code for r in served(ways_in, "staging") if r.resource == "nodes"} == {200}
+
+
+def test_a_token_never_renewed_goes_stale_and_is_refused(ways_in: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_maintenance import eks
+
+    authenticator = ways_in.clusters["staging"].cluster.authenticator
+    authenticator.token_lifetime_seconds = 2
+    monkeypatch.setattr(eks, "TOKEN_REFRESH_SECONDS", 3600.0)
+    kube = KubeClient.for_cluster(registry_entry(ways_in, "eks"))
+    assert kube.list(NODE_REF)[0]
+    time.sleep(3.1)
+    with pytest.raises(KubeApiError) as refused:
+        kube.list(NODE_REF)
+    assert (refused.value.status, refused.value.reason) == (401, "Unauthorized")
+    assert "expired" in authenticator.rejections[-1]
+
+
+def test_tokens_for_another_cluster_or_not_from_eks_are_refused(ways_in: World) -> None:
+    from sandbox.eks import register_eks_cluster
+
+    staging = ways_in.clusters["staging"]
+    # A registry naming the wrong EKS cluster: DescribeCluster leads to staging, the token says "impostor".
+    register_eks_cluster(ways_in.moto_url, staging.region, "impostor", staging.url, staging.cluster.tls.ca_data)
+    impostor = KubeClient.from_eks("aws_staging", staging.region, "impostor", "staging")
+    with pytest.raises(KubeApiError) as foreign:
+        impostor.list(NODE_REF)
+    assert foreign.value.status == 401
+    assert "SignatureDoesNotMatch" in staging.cluster.authenticator.rejections[-1]
+    # The kubeconfig's static token: not an EKS token.
+    with pytest.raises(KubeApiError) as static:
+        KubeClient.from_connection("k8s_staging", "staging").list(NODE_REF)
+    assert static.value.status == 401
+    assert "prefix" in staging.cluster.authenticator.rejections[-1]
+    assert not {r.user for r in served(ways_in, "staging") if r.code == 401} - {""}
+
+
+def test_in_cluster_is_exclusive_with_a_kubeconfig(ways_in: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    conn = {"conn_type": "kubernetes", "extra": {"in_cluster": True, "kube_config_path": str(ways_in.kubeconfig("production"))}}
+    monkeypatch.setenv("AIRFLOW_CONN_K8S_BOTH", json.dumps(conn))
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        KubeClient.from_connection("k8s_both", "production")
