@@ -8,7 +8,7 @@ token; here the same token helper (``fetch_access_token_for_cluster``) runs in p
 the connection's own boto3 session, and the kubernetes client asks for a fresh token through its
 ``refresh_api_key_hook`` before every request: a new one is minted once the current one is
 ``refresh_seconds`` old, well inside its 15 minutes, so a poke or drain that runs for hours keeps
-working on one ApiClient.
+working on one ApiClient. A token the server refuses anyway (401) is replaced once, at once.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from airflow.providers.cncf.kubernetes.kube_client import _TimeoutK8sApiClient
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,13 @@ class EksTokenSource:
                 log.debug("minted EKS token %d for cluster %s", self.minted, self.cluster_name)
             return self._token
 
+    def renew(self, rejected: str | None) -> str:
+        """A token other than the one the server just refused (minted unless another thread already has)."""
+        with self._lock:
+            if rejected is None or self._token is None or rejected.removeprefix("Bearer ") == self._token:
+                self._token = None
+        return self.token()
+
     def refresh_hook(self, configuration: Any) -> None:
         """The kubernetes client's ``refresh_api_key_hook``: called before every request is signed."""
         configuration.api_key["BearerToken"] = "Bearer " + self.token()
@@ -110,20 +119,43 @@ def eks_configuration(endpoint: EksEndpoint, tokens: EksTokenSource, ca_file: st
     return configuration
 
 
-def eks_api_client(aws_conn_id: str, region: str, cluster_name: str, refresh_seconds: float | None = None) -> Any:
-    """An ApiClient for an EKS cluster, authenticated from the ``aws`` connection, renewing its token."""
-    from airflow.providers.cncf.kubernetes.kube_client import _TimeoutK8sApiClient
+class EksApiClient(_TimeoutK8sApiClient):
+    """The provider's ApiClient, which on a 401 renews the token and sends the request once more.
 
+    client-go's exec credential plugins renew their credentials when the server answers 401 (the
+    clock of a worker may be off, a token may be refused early); KubeClient treats a 401 as final, so
+    the one retry with the new token happens here, below it. A second 401 is the answer.
+    """
+
+    def __init__(self, configuration: Any, tokens: EksTokenSource) -> None:
+        super().__init__(configuration=configuration, enable_tcp_keepalive=True)
+        self.tokens = tokens
+
+    def request(self, method: str, url: str, query_params: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return super().request(method, url, query_params=query_params, headers=headers, **kwargs)
+        except ApiException as exc:
+            if exc.status != 401 or headers is None:
+                raise
+            log.info("cluster %s refused its EKS token (401): minting a new one and retrying once", self.tokens.cluster_name)
+            headers["authorization"] = "Bearer " + self.tokens.renew(headers.get("authorization"))
+            return super().request(method, url, query_params=query_params, headers=headers, **kwargs)
+
+
+def eks_api_client(aws_conn_id: str, region: str, cluster_name: str, refresh_seconds: float | None = None) -> EksApiClient:
+    """An ApiClient for an EKS cluster, authenticated from the ``aws`` connection, renewing its token."""
     endpoint, session, sts_url = describe_eks_cluster(aws_conn_id, region, cluster_name)
     tokens = EksTokenSource(cluster_name, session, sts_url, refresh_seconds)
     if not endpoint.endpoint.startswith("https://"):
-        # Only the sandbox serves plain HTTP; a real EKS endpoint is always https with its own CA.
-        return _TimeoutK8sApiClient(configuration=eks_configuration(endpoint, tokens, None), enable_tcp_keepalive=True)
+        # Only the sandbox could serve plain HTTP; a real EKS endpoint is always https with its own CA.
+        return EksApiClient(eks_configuration(endpoint, tokens, None), tokens)
     # urllib3 reads the CA file whenever it opens a connection, so it lives as long as the client does
     # (the kubernetes config loader keeps its CA files the same way).
     with tempfile.NamedTemporaryFile("wb", suffix=".crt", prefix=f"eks-{cluster_name}-", delete=False) as ca_file:
         ca_file.write(base64.b64decode(endpoint.certificate_authority_data))
-    api_client = _TimeoutK8sApiClient(configuration=eks_configuration(endpoint, tokens, ca_file.name), enable_tcp_keepalive=True)
+    api_client = EksApiClient(eks_configuration(endpoint, tokens, ca_file.name), tokens)
     weakref.finalize(api_client, _remove_quietly, ca_file.name)
     return api_client
 

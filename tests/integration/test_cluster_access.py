@@ -166,19 +166,20 @@ def test_an_eks_token_is_renewed_inside_one_client_and_a_long_run_keeps_working(
     assert {r.code for r in served(ways_in, "staging") if r.resource == "nodes"} == {200}
 
 
-def test_a_token_never_renewed_goes_stale_and_is_refused(ways_in: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_token_is_refused_with_401_and_replaced_once(ways_in: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from kube_maintenance import eks
 
     authenticator = ways_in.clusters["staging"].cluster.authenticator
     authenticator.token_lifetime_seconds = 2
-    monkeypatch.setattr(eks, "TOKEN_REFRESH_SECONDS", 3600.0)
+    monkeypatch.setattr(eks, "TOKEN_REFRESH_SECONDS", 3600.0)  # never renewed by age: it goes stale
     kube = KubeClient.for_cluster(registry_entry(ways_in, "eks"))
     assert kube.list(NODE_REF)[0]
+    seq = len(ways_in.clusters["staging"].cluster.requests)
     time.sleep(3.1)
-    with pytest.raises(KubeApiError) as refused:
-        kube.list(NODE_REF)
-    assert (refused.value.status, refused.value.reason) == (401, "Unauthorized")
+    assert {n["metadata"]["name"] for n in kube.list(NODE_REF)[0]} == node_names(ways_in, "staging")
+    assert [r.code for r in served(ways_in, "staging", seq) if r.resource == "nodes"] == [401, 200], "refused, then a new token"
     assert "expired" in authenticator.rejections[-1]
+    assert len(authenticator.accepted) == 2
 
 
 def test_tokens_for_another_cluster_or_not_from_eks_are_refused(ways_in: World) -> None:
@@ -190,8 +191,8 @@ def test_tokens_for_another_cluster_or_not_from_eks_are_refused(ways_in: World) 
     impostor = KubeClient.from_eks("aws_staging", staging.region, "impostor", "staging")
     with pytest.raises(KubeApiError) as foreign:
         impostor.list(NODE_REF)
-    assert foreign.value.status == 401
-    assert "SignatureDoesNotMatch" in staging.cluster.authenticator.rejections[-1]
+    assert (foreign.value.status, foreign.value.reason) == (401, "Unauthorized")
+    assert staging.cluster.authenticator.rejections[-2:] == ["error from AWS (expected 200, got 403): SignatureDoesNotMatch"] * 2, "a new token, refused too"
     # The kubeconfig's static token: not an EKS token.
     with pytest.raises(KubeApiError) as static:
         KubeClient.from_connection("k8s_staging", "staging").list(NODE_REF)
