@@ -1,9 +1,11 @@
-"""A real Airflow for browser tests: separate processes from the venv's ``airflow`` CLI, and a REST client.
+"""A real Airflow for the browser and distributed tests: separate processes from the venv's ``airflow`` CLI, and a REST client.
 
 ``AirflowProcesses`` runs ``airflow db migrate`` and then ``api-server``, ``scheduler``,
-``dag-processor`` and ``triggerer`` in their own process groups, with a fresh AIRFLOW_HOME (SQLite,
-LocalExecutor, SimpleAuthManager with one known admin user), every port chosen free on loopback and
-each process's output in a log file. ``stop()`` kills the process groups and waits for them.
+``dag-processor`` and ``triggerer`` in their own process groups, with a fresh AIRFLOW_HOME (the
+metadata database given as ``database_url``, PostgreSQL in the tests; SimpleAuthManager with one known
+admin user), every port chosen free on loopback and each process's output in a log file. With
+``executor="CeleryExecutor"`` (and ``broker_url``) it also runs one ``airflow celery worker``, and the
+tasks run there, not in the scheduler. ``stop()`` kills the process groups and waits for them.
 
 ``AirflowApi`` is the small slice of the public REST API (``/api/v2``) the tests read and act with,
 authenticated by a JWT from ``POST /auth/token``.
@@ -56,6 +58,10 @@ class AirflowProcesses:
 
     home: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    database_url: str | None = None  # None: SQLite in ``home`` (flaky with several processes; tests pass PostgreSQL)
+    executor: str = "LocalExecutor"
+    broker_url: str | None = None  # CeleryExecutor's broker (Redis)
+    worker_concurrency: int = 4
     username: str = "admin"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     port: int = field(default_factory=free_port)
@@ -76,14 +82,15 @@ class AirflowProcesses:
         """The environment every Airflow process gets (``airflow standalone``'s choices, made explicit)."""
         passwords = self.home / "simple_auth_manager_passwords.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        database_url = self.database_url or f"sqlite:///{self.home / 'airflow.db'}"
         pythonpath = [str(REPO / "plugins"), str(REPO)]
         if os.environ.get("PYTHONPATH"):
             pythonpath.append(os.environ["PYTHONPATH"])
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+                "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__PARALLELISM": "6",
                 "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
@@ -111,8 +118,30 @@ class AirflowProcesses:
                 "no_proxy": "127.0.0.1,localhost",
             }
         )
+        if self.executor == "CeleryExecutor":
+            if not self.broker_url or not self.database_url:
+                raise ValueError("CeleryExecutor needs broker_url (Redis) and database_url (the result backend's database)")
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url,  # SQLAlchemy 2.1 takes postgresql:// as psycopg 3: keep +psycopg2
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                }
+            )
         env.update(self.extra_env)
         return env
+
+    def commands(self) -> dict[str, list[str]]:
+        """Each component's ``airflow`` arguments, by name (the name of its log file too)."""
+        commands = {
+            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+            "triggerer": ["triggerer"],
+        }
+        if self.executor == "CeleryExecutor":
+            commands["celery-worker"] = ["celery", "worker", "--concurrency", str(self.worker_concurrency), "--without-mingle", "--without-gossip"]
+        return commands
 
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 180.0) -> None:
@@ -128,20 +157,29 @@ class AirflowProcesses:
                 raise AirflowStartupError(f"airflow db migrate took over {timeout:.0f}s:\n{tail(self.log_path('db-migrate'))}") from None
         if proc.returncode != 0:
             raise AirflowStartupError(f"airflow db migrate failed ({proc.returncode}):\n{tail(self.log_path('db-migrate'))}")
-        commands = {
-            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            "scheduler": ["scheduler"],
-            "dag-processor": ["dag-processor"],
-            "triggerer": ["triggerer"],
-        }
-        for name, args in commands.items():
-            out = open(self.log_path(name), "wb")  # noqa: SIM115 - the child owns it; closed in stop()
-            try:
-                self.processes[name] = subprocess.Popen(
-                    [str(AIRFLOW), *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.home, start_new_session=True
-                )
-            finally:
-                out.close()
+        for name in self.commands():
+            self.start_component(name)
+
+    def start_component(self, name: str) -> None:
+        """Start one component (again, after ``stop_component``); its output is appended to its log."""
+        out = open(self.log_path(name), "ab")  # noqa: SIM115 - the child owns it
+        try:
+            self.processes[name] = subprocess.Popen(
+                [str(AIRFLOW), *self.commands()[name]], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env, cwd=self.home, start_new_session=True
+            )
+        finally:
+            out.close()
+
+    def stop_component(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one component's whole process group (SIGKILL: as a crash) and wait for it to go."""
+        proc = self.processes.pop(name)
+        _signal_group(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        _signal_group(proc.pid, signal.SIGKILL)
 
     def check_alive(self) -> None:
         """Raise (with the logs) if a component has exited."""
@@ -179,6 +217,9 @@ class AirflowProcesses:
             return all(body.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
 
         self.wait_until("the api-server's health check (metadatabase, scheduler, triggerer, dag_processor healthy)", healthy, timeout)
+        if "celery-worker" in self.processes:
+            # Celery prints "celery@<host> ready." once the worker consumes from the broker.
+            self.wait_until("the Celery worker to be ready", lambda: " ready." in self.log_path("celery-worker").read_text(errors="replace"), timeout)
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM every process group, then SIGKILL what is left of them; wait until they are gone."""
@@ -249,8 +290,8 @@ class AirflowApi:
         timeout = kwargs.pop("timeout", 30)
         for attempt in range(4):
             resp = self.session.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=timeout, **kwargs)
-            # SQLite, shared by the separate Airflow processes, is sometimes locked for a moment and
-            # the api-server answers 500 "Database error": try again, as a person clicks again.
+            # A 500 "Database error" (SQLite, when a stack runs on it, is sometimes locked for a
+            # moment): try again, as a person clicks again.
             if not (resp.status_code == 500 and "Database error" in resp.text) or attempt == 3:
                 break
             time.sleep(1 + attempt)
@@ -276,6 +317,11 @@ class AirflowApi:
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """The DAG's runs, newest (by run_after) first."""
         return self.get(f"/dags/{dag_id}/dagRuns", order_by="-run_after", limit=100)["dag_runs"]
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
+        """Trigger a manual run with ``conf`` (``POST /dags/{dag_id}/dagRuns``, as the CLI and other tools do); its run id."""
+        body = self.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf)}).json()
+        return str(body["dag_run_id"])
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")

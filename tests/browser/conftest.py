@@ -3,9 +3,11 @@
 Everything is started by the fixtures and torn down after the session:
 
 - ``sandbox_world``: moto and the "staging" sandbox cluster, seeded with the demo workloads;
-- ``airflow``: ``airflow db migrate``, then api-server, scheduler, dag-processor and triggerer from the
-  venv's CLI, with this repo's DAGs, a small registry and the sandbox's connections; ready once the
-  three staging DAGs are parsed, and unpaused;
+- ``airflow``: PostgreSQL and Redis (Debian's, on loopback ports, in temporary directories), then
+  ``airflow db migrate`` and api-server, scheduler, dag-processor, triggerer and one Celery worker
+  from the venv's CLI (CeleryExecutor), with this repo's DAGs, a small registry and the sandbox's
+  connections; ready once the three staging DAGs are parsed, and unpaused (``tests/airflow_stack``,
+  which the distributed test shares);
 - ``browser``: Debian's Chromium through Playwright (sync API), headless;
 - ``login_state``: one login through the real login page (its cookies);
 - ``ui``: per test, a fresh browser context and page with those cookies.
@@ -16,12 +18,10 @@ in the failure report with the Airflow process logs' directory.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,15 +29,17 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-for _extra in (HERE, REPO / "tests" / "integration"):
+for _extra in (HERE, REPO / "tests", REPO / "tests" / "integration"):
     if str(_extra) not in sys.path:
         sys.path.insert(0, str(_extra))
 
-from airflow_processes import AirflowApi, AirflowProcesses, AirflowStartupError  # noqa: E402
+from airflow_processes import AirflowApi  # noqa: E402
+from airflow_stack.deployment import Deployment as Airflow  # noqa: E402
+from airflow_stack.deployment import start_deployment  # noqa: E402
+from airflow_stack.ordering import order_stack_tests_last  # noqa: E402
 from browser_stack import DAG_IDS, USERNAME, Staging, browser_registry  # noqa: E402
 from harness import fast_world_config  # noqa: E402
 
-from sandbox.__main__ import airflow_connections  # noqa: E402
 from sandbox.scenario import World, start_world  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # Debian's; `make system-packages` installs it
@@ -51,6 +53,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
+BROWSER_EXECUTOR = "CeleryExecutor"
 
 
 # ------------------------------------------------------------------------------------------ sandbox
@@ -82,54 +85,13 @@ def clean_staging(staging: Staging) -> Iterator[Staging]:
 
 
 # ------------------------------------------------------------------------------------------ airflow
-@dataclass
-class Airflow:
-    processes: AirflowProcesses
-    api: AirflowApi
-
-    @property
-    def base_url(self) -> str:
-        return self.processes.base_url
-
-    @property
-    def username(self) -> str:
-        return self.processes.username
-
-    @property
-    def password(self) -> str:
-        return self.processes.password
-
-
 @pytest.fixture(scope="session")
 def airflow(browser_tmp: Path, sandbox_world: World) -> Iterator[Airflow]:
-    registry = browser_tmp / "clusters.json"
-    registry.write_text(json.dumps(browser_registry(sandbox_world), indent=2))
-    env = {"KUBE_MAINTENANCE_REGISTRY": str(registry)}
-    env.update({var: json.dumps(conn) for var, conn in airflow_connections(sandbox_world).items()})
-    processes = AirflowProcesses(browser_tmp / "airflow", env, username=USERNAME)
+    deployment = start_deployment(browser_tmp / "stack", sandbox_world, browser_registry(sandbox_world), DAG_IDS, executor=BROWSER_EXECUTOR, username=USERNAME)
     try:
-        processes.start(timeout=180)
-        processes.wait_healthy(timeout=180)
-        api = AirflowApi(processes.base_url, processes.username, processes.password)
-
-        def dags_parsed() -> bool:
-            errors = api.import_errors()
-            if errors:
-                raise AirflowStartupError("DAG import errors:\n" + "\n".join(f"{e.get('filename')}: {e.get('stack_trace')}" for e in errors))
-            return set(DAG_IDS) <= api.dag_ids()
-
-        processes.wait_until(f"the DAGs {', '.join(DAG_IDS)} to be parsed", dags_parsed, timeout=180)
-        for dag_id in DAG_IDS:
-            api.unpause(dag_id)
-    except BaseException:
-        print(f"\nAirflow did not start; process logs in {processes.log_dir}\n{processes.logs_tail()}", file=sys.stderr)
-        processes.stop()
-        raise
-    print(f"\nAirflow at {processes.base_url}, AIRFLOW_HOME {processes.home}, process logs in {processes.log_dir}")
-    try:
-        yield Airflow(processes, api)
+        yield deployment
     finally:
-        processes.stop()
+        deployment.stop()
 
 
 @pytest.fixture
@@ -210,6 +172,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests run last: their session-wide stack (a sandbox and four Airflow processes) then
-    starts after every other test and never runs beside them on these two cores."""
-    items[:] = [i for i in items if i.get_closest_marker("browser") is None] + [i for i in items if i.get_closest_marker("browser") is not None]
+    """Browser tests run last (after the distributed test): their session-wide stack (a sandbox,
+    PostgreSQL, Redis and five Airflow processes) then starts after every other test and never runs
+    beside them on these two cores."""
+    order_stack_tests_last(items)
