@@ -1,0 +1,232 @@
+"""The three DAGs, end to end, on a distributed Airflow: PostgreSQL and Redis started by the test,
+api-server, scheduler, dag-processor, one Celery worker and a triggerer as separate processes
+(CeleryExecutor), against the staging sandbox cluster.
+
+Each DAG is triggered through the REST API with a real (not dry) small run; the test waits for the
+run, reads every task log back through the REST API, checks what the audit lines say changed and the
+cluster's end state, and that every task ran in the Celery worker process.
+"""
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Any, Callable
+
+import boto3
+import pytest
+from airflow_stack.airflow_processes import AirflowApi, parse_audit
+from airflow_stack.deployment import Deployment
+from airflow_stack.sandbox_stack import Staging
+from test_cronjob_refresh import seeded_stale_jobs
+
+from sandbox.resources import DEPLOYMENTS, JOBS, NODES, PDBS, PODS
+
+pytestmark = [pytest.mark.distributed, pytest.mark.integration, pytest.mark.timeout(900)]
+
+CLUSTER = "staging"
+RUN_TIMEOUT = 300
+# The runs this module made, in order: (dag_id, run_id), for the Celery checks at the end.
+RUNS: list[tuple[str, str]] = []
+TRIGGERER_RESTARTS: list[float] = []  # when the triggerer was killed (time.time())
+WAITS_SEEN_WITHOUT_TRIGGERER: list[str] = []  # the drain's state when a new triggerer was started
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def run_and_read(
+    api: AirflowApi, dag_id: str, conf: dict[str, Any], during: Callable[[str], None] | None = None
+) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """Trigger through the REST API, (call ``during(run_id)``,) wait for the run to end, read every
+    task log back through the REST API; the run id, the run, and its audit records (every task's, in
+    log order)."""
+    run_id = api.trigger(dag_id, conf)
+    RUNS.append((dag_id, run_id))
+    if during is not None:
+        during(run_id)
+    run = api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    logs = api.run_logs(dag_id, run_id)
+    audit = [record for text in logs.values() for record in parse_audit(text)]
+    assert run["state"] == "success", (api.task_states(dag_id, run_id), {k: v[-3000:] for k, v in logs.items() if "Traceback" in v or "ERROR" in v})
+    return run_id, run, audit
+
+
+def done(audit: list[dict[str, Any]], action: str) -> set[str]:
+    return {r["target"] for r in audit if r["action"] == action and r["outcome"] == "done"}
+
+
+def check_common(audit: list[dict[str, Any]], dag_id: str, run_id: str) -> None:
+    """Every line belongs to this run on staging, none is a dry run's, and the run's summary says the lock was released."""
+    assert audit, f"{dag_id}: no audit line in any task log read through the REST API"
+    assert {(r["cluster"], r["dag"], r["run"], r["dry_run"]) for r in audit} == {(CLUSTER, dag_id, run_id, False)}
+    summaries = [r for r in audit if r["action"] == "summary"]
+    assert len(summaries) == 1, summaries
+
+
+def node_under_a_budget(staging: Staging) -> tuple[str, str, str]:
+    """A node in an Auto Scaling group carrying a pod that a PodDisruptionBudget covers: the node,
+    its EC2 instance id, and the budget (``namespace/name``, for the sandbox's ``blocked_pdbs`` fault)."""
+    asg = boto3.client(
+        "autoscaling", region_name=staging.world.region(CLUSTER), endpoint_url=staging.world.moto_url, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    in_groups = {i["InstanceId"] for i in asg.describe_auto_scaling_instances()["AutoScalingInstances"]}
+    instances = {n["metadata"]["name"]: n["spec"].get("providerID", "").rsplit("/", 1)[-1] for n in staging.store.iter(NODES)}
+    for pdb in sorted(staging.store.iter(PDBS), key=lambda b: (b["metadata"]["namespace"], b["metadata"]["name"])):
+        namespace, selector = pdb["metadata"]["namespace"], pdb["spec"]["selector"]["matchLabels"]
+        for pod in staging.store.iter(PODS, namespace):
+            node = pod["spec"].get("nodeName")
+            if node and instances.get(node) in in_groups and all(pod["metadata"].get("labels", {}).get(k) == v for k, v in selector.items()):
+                return node, instances[node], f"{namespace}/{pdb['metadata']['name']}"
+    raise AssertionError(f"no node in an Auto Scaling group carries a pod under a PodDisruptionBudget: {staging.node_names()}")
+
+
+def worker_workloads(deployment: Deployment) -> str:
+    """What the Celery worker logged of the workloads it executed (one line each)."""
+    text = deployment.processes.log_path("celery-worker").read_text(errors="replace")
+    return "\n".join(line for line in text.splitlines() if "Executing workload in Celery" in line)
+
+
+def triggerer_log(deployment: Deployment) -> str:
+    """The triggerer process's own log (every start of it, appended). The hook for deferrable waits
+    (issue 9, item 2): once tasks defer, a test reads here that their triggers ran in this process."""
+    return deployment.processes.log_path("triggerer").read_text(errors="replace")
+
+
+def triggerer_heartbeat(deployment: Deployment) -> tuple[str, str | None]:
+    """The triggerer's health and latest heartbeat, as the api-server reports them."""
+    body = deployment.api.session.get(f"{deployment.base_url}/api/v2/monitor/health", timeout=10).json()["triggerer"]
+    return body["status"], body.get("latest_triggerer_heartbeat")
+
+
+def kill_triggerer_during_a_blocked_drain(deployment: Deployment, staging: Staging, dag_id: str, budget: str) -> Callable[[str], None]:
+    """A ``during`` for ``run_and_read`` (the budget already refuses every eviction): SIGKILL the
+    triggerer as the run starts, wait until the drain is stuck waiting (up for reschedule, or
+    deferred), start a new triggerer, let the drain wait a few pokes more with it, then let the budget
+    allow evictions again. Today's waits are reschedule sensors, so this shows the run does not depend
+    on the triggerer; with deferrable waits (issue 9, item 2) it is their kill-and-restart test."""
+
+    def during(run_id: str) -> None:
+        api = deployment.api
+        deployment.processes.stop_component("triggerer")
+        TRIGGERER_RESTARTS.append(time.time())
+        try:
+            drain = "batch_01.drain"
+            deadline = time.monotonic() + 120
+            while (state := api.task_states(dag_id, run_id).get(drain)) not in ("up_for_reschedule", "deferred"):
+                if time.monotonic() > deadline or api.dag_run(dag_id, run_id)["state"] in ("success", "failed"):
+                    raise AssertionError(f"{drain} never waited on the blocked budget {budget}: {api.task_states(dag_id, run_id)}")
+                time.sleep(0.5)
+            WAITS_SEEN_WITHOUT_TRIGGERER.append(f"{drain}: {state}")
+            deployment.processes.start_component("triggerer")
+            time.sleep(5)
+            assert api.task_states(dag_id, run_id).get(drain) in ("up_for_reschedule", "deferred", "running", "scheduled", "queued"), api.task_states(dag_id, run_id)
+        finally:
+            staging.cluster.faults.clear()
+            if "triggerer" not in deployment.processes.processes:
+                deployment.processes.start_component("triggerer")
+
+    return during
+
+
+# -------------------------------------------------------------------------------------------- tests
+def test_node_replacement_replaces_one_node_through_the_worker(deployment: Deployment, staging: Staging) -> None:
+    """A budget refuses the drain's evictions for a while: the triggerer is killed meanwhile and a new
+    one started; once the budget allows, the node is replaced."""
+    dag_id = f"node_replacement__{CLUSTER}"
+    victim, instance, budget = node_under_a_budget(staging)
+    before = set(staging.node_names())
+    staging.cluster.faults.configure({"blocked_pdbs": [budget]})
+
+    run_id, run, audit = run_and_read(
+        deployment.api,
+        dag_id,
+        {"dry_run": False, "ignore_window": True, "node_names": [victim], "force_unmanaged_pods": True, "delete_emptydir_data": True},
+        during=kill_triggerer_during_a_blocked_drain(deployment, staging, dag_id, budget),
+    )
+
+    assert run["conf"]["node_names"] == [victim] and run["conf"]["dry_run"] is False
+    check_common(audit, dag_id, run_id)
+    assert done(audit, "cordon") == {f"node/{victim}"}, audit
+    assert {t for t in done(audit, "terminate")} and all(instance in t for t in done(audit, "terminate")), done(audit, "terminate")
+    evicted = done(audit, "evict")
+    assert evicted and all(t.startswith("pod/") for t in evicted)
+    # The cluster: the node is gone, its instance terminated, a replacement joined (same count), the lock released.
+    after = set(staging.node_names())
+    assert victim not in after and len(after) == len(before), (before, after)
+    assert staging.instance_states()[instance] in ("shutting-down", "terminated")
+    assert not any(p["spec"].get("nodeName") == victim for p in staging.store.iter(PODS))
+    assert staging.lease() is None
+
+
+def test_cronjob_refresh_deletes_the_stale_jobs(deployment: Deployment, staging: Staging) -> None:
+    dag_id = f"cronjob_refresh__{CLUSTER}"
+    store = staging.store
+    stale = {ref: job["metadata"]["uid"] for ref, job in seeded_stale_jobs(store).items()}  # the demo's two Jobs on an old image
+
+    run_id, _, audit = run_and_read(deployment.api, dag_id, {"dry_run": False, "ignore_window": True, "pods_gone_timeout_seconds": 120})
+
+    check_common(audit, dag_id, run_id)
+    assert done(audit, "delete-job") == {f"job/{ref}" for ref in stale}
+    for line in (r for r in audit if r["action"] == "delete-job"):
+        assert line["detail"]["old_images"] and line["detail"]["new_images"] and line["detail"]["old_images"] != line["detail"]["new_images"], line
+    for ref, uid in stale.items():
+        job = store.try_get(JOBS, *ref.split("/"))
+        assert job is None or job["metadata"]["uid"] != uid, f"{ref} still there"
+    assert staging.lease() is None
+
+
+def test_rollout_restart_restarts_the_chosen_namespace(deployment: Deployment, staging: Staging) -> None:
+    dag_id = f"rollout_restart__{CLUSTER}"
+    store = staging.store
+    namespace = "shop"
+    deployments = sorted(d["metadata"]["name"] for d in store.iter(DEPLOYMENTS, namespace))
+    assert deployments, f"no Deployment in {namespace}"
+    started = time.time()
+
+    run_id, _, audit = run_and_read(deployment.api, dag_id, {"dry_run": False, "ignore_window": True, "namespaces": [namespace]})
+
+    check_common(audit, dag_id, run_id)
+    restarted = done(audit, "restart")
+    assert {f"deployment/{namespace}/{name}" for name in deployments} <= {t.lower() for t in restarted}, restarted
+    assert all(f"/{namespace}/" in t for t in restarted), restarted
+    for name in deployments:
+        annotations = store.get(DEPLOYMENTS, namespace, name)["spec"]["template"]["metadata"].get("annotations") or {}
+        restarted_at = annotations.get("kubectl.kubernetes.io/restartedAt")
+        assert restarted_at, f"{namespace}/{name} has no restartedAt"
+        assert datetime.fromisoformat(restarted_at.replace("Z", "+00:00")).timestamp() >= started - 5, f"{namespace}/{name} restarted before the run: {restarted_at}"
+    assert staging.lease() is None
+
+
+def test_every_task_ran_in_the_celery_worker(deployment: Deployment) -> None:
+    """Each task instance of the three runs was executed by the Celery worker process (its own log
+    names it), from the default queue, on this host, and none by the scheduler."""
+    assert [dag for dag, _ in RUNS] == ["node_replacement__staging", "cronjob_refresh__staging", "rollout_restart__staging"], RUNS
+    executed = worker_workloads(deployment)
+    for dag_id, run_id in RUNS:
+        instances = [ti for ti in deployment.api.task_instances(dag_id, run_id) if ti["state"] not in ("skipped", "removed", None)]
+        assert instances
+        for ti in instances:
+            assert ti["queue"] == "default" and ti["hostname"], ti
+            assert ti["id"] in executed, f"{dag_id}/{run_id} {ti['task_id']}[{ti['map_index']}] ({ti['id']}) is not in the Celery worker's log"
+    scheduler = deployment.processes.log_path("scheduler").read_text(errors="replace")
+    assert "CeleryExecutor" in scheduler and not re.search(r"LocalExecutor", scheduler)
+
+
+def test_the_triggerer_killed_mid_run_comes_back_and_the_run_still_succeeds(deployment: Deployment) -> None:
+    """The node replacement above had its triggerer SIGKILLed as it started and a new one started
+    while its drain waited on a budget: the run succeeded (checked there), and the new triggerer
+    heartbeats (a triggerer job younger than the kill)."""
+    assert len(TRIGGERER_RESTARTS) == 1, "the node replacement test killed and restarted the triggerer"
+    assert len(WAITS_SEEN_WITHOUT_TRIGGERER) == 1, WAITS_SEEN_WITHOUT_TRIGGERER
+
+    def healthy_again() -> bool:
+        status, heartbeat = triggerer_heartbeat(deployment)
+        return status == "healthy" and heartbeat is not None and datetime.fromisoformat(heartbeat).timestamp() > TRIGGERER_RESTARTS[0]
+
+    deployment.processes.wait_until("a new triggerer's heartbeat", healthy_again, timeout=120)
+    assert triggerer_log(deployment).count("Starting log server on") == 2, "two triggerer processes wrote to its log, one after the other"
+
+
+def test_deferred_waits_run_in_the_triggerer(deployment: Deployment) -> None:
+    """Issue 9 item 2 (deferrable waits) is not built yet: no task defers, so there is nothing of
+    ours to see in the triggerer's log (``triggerer_log``); this is where that check goes."""
+    pytest.skip("no deferrable task yet (issue 9, item 2): nothing of ours runs in the triggerer")
