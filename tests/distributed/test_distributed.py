@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
@@ -26,38 +27,43 @@ pytestmark = [pytest.mark.distributed, pytest.mark.integration, pytest.mark.time
 
 CLUSTER = "staging"
 RUN_TIMEOUT = 300
-# The runs this module made, in order: (dag_id, run_id), for the Celery checks at the end.
-RUNS: list[tuple[str, str]] = []
-TRIGGERER_RESTARTS: list[float] = []  # when the triggerer was killed (time.time())
-WAITS_SEEN_WITHOUT_TRIGGERER: list[str] = []  # the drain's state when a new triggerer was started
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def run_and_read(
-    api: AirflowApi, dag_id: str, conf: dict[str, Any], during: Callable[[str], None] | None = None
-) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
-    """Trigger through the REST API, (call ``during(run_id)``,) wait for the run to end, read every
-    task log back through the REST API; the run id, the run, and its audit records (every task's, in
-    log order)."""
+@dataclass
+class Finished:
+    """A run triggered through the REST API and ended, with every task's audit records (read back
+    through the REST API, in log order) and what the test noted around it."""
+
+    dag_id: str
+    run_id: str
+    run: dict[str, Any]
+    audit: list[dict[str, Any]]
+    noted: dict[str, Any] = field(default_factory=dict)
+
+
+def run_and_read(api: AirflowApi, dag_id: str, conf: dict[str, Any], during: Callable[[str], None] | None = None) -> Finished:
+    """Trigger through the REST API, (call ``during(run_id)``,) wait for the run to end and read every
+    task log back through the REST API. The run must succeed."""
     run_id = api.trigger(dag_id, conf)
-    RUNS.append((dag_id, run_id))
     if during is not None:
         during(run_id)
     run = api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
     logs = api.run_logs(dag_id, run_id)
     audit = [record for text in logs.values() for record in parse_audit(text)]
     assert run["state"] == "success", (api.task_states(dag_id, run_id), {k: v[-3000:] for k, v in logs.items() if "Traceback" in v or "ERROR" in v})
-    return run_id, run, audit
+    return Finished(dag_id, run_id, run, audit)
 
 
 def done(audit: list[dict[str, Any]], action: str) -> set[str]:
     return {r["target"] for r in audit if r["action"] == action and r["outcome"] == "done"}
 
 
-def check_common(audit: list[dict[str, Any]], dag_id: str, run_id: str) -> None:
-    """Every line belongs to this run on staging, none is a dry run's, and the run's summary says the lock was released."""
-    assert audit, f"{dag_id}: no audit line in any task log read through the REST API"
-    assert {(r["cluster"], r["dag"], r["run"], r["dry_run"]) for r in audit} == {(CLUSTER, dag_id, run_id, False)}
+def check_common(finished: Finished) -> None:
+    """Every line belongs to this run on staging, none is a dry run's, and there is one summary."""
+    audit = finished.audit
+    assert audit, f"{finished.dag_id}: no audit line in any task log read through the REST API"
+    assert {(r["cluster"], r["dag"], r["run"], r["dry_run"]) for r in audit} == {(CLUSTER, finished.dag_id, finished.run_id, False)}
     summaries = [r for r in audit if r["action"] == "summary"]
     assert len(summaries) == 1, summaries
 
@@ -97,7 +103,7 @@ def triggerer_heartbeat(deployment: Deployment) -> tuple[str, str | None]:
     return body["status"], body.get("latest_triggerer_heartbeat")
 
 
-def kill_triggerer_during_a_blocked_drain(deployment: Deployment, staging: Staging, dag_id: str, budget: str) -> Callable[[str], None]:
+def kill_triggerer_during_a_blocked_drain(deployment: Deployment, staging: Staging, dag_id: str, budget: str, noted: dict[str, Any]) -> Callable[[str], None]:
     """A ``during`` for ``run_and_read`` (the budget already refuses every eviction): SIGKILL the
     triggerer as the run starts, wait until the drain is stuck waiting (up for reschedule, or
     deferred), start a new triggerer, let the drain wait a few pokes more with it, then let the budget
@@ -107,7 +113,7 @@ def kill_triggerer_during_a_blocked_drain(deployment: Deployment, staging: Stagi
     def during(run_id: str) -> None:
         api = deployment.api
         deployment.processes.stop_component("triggerer")
-        TRIGGERER_RESTARTS.append(time.time())
+        noted["triggerer_killed_at"] = time.time()
         try:
             drain = "batch_01.drain"
             deadline = time.monotonic() + 120
@@ -115,10 +121,10 @@ def kill_triggerer_during_a_blocked_drain(deployment: Deployment, staging: Stagi
                 if time.monotonic() > deadline or api.dag_run(dag_id, run_id)["state"] in ("success", "failed"):
                     raise AssertionError(f"{drain} never waited on the blocked budget {budget}: {api.task_states(dag_id, run_id)}")
                 time.sleep(0.5)
-            WAITS_SEEN_WITHOUT_TRIGGERER.append(f"{drain}: {state}")
+            noted["drain_when_triggerer_restarted"] = state
             deployment.processes.start_component("triggerer")
             time.sleep(5)
-            assert api.task_states(dag_id, run_id).get(drain) in ("up_for_reschedule", "deferred", "running", "scheduled", "queued"), api.task_states(dag_id, run_id)
+            noted["drain_after_restart"] = api.task_states(dag_id, run_id).get(drain)
         finally:
             staging.cluster.faults.clear()
             if "triggerer" not in deployment.processes.processes:
@@ -127,100 +133,113 @@ def kill_triggerer_during_a_blocked_drain(deployment: Deployment, staging: Stagi
     return during
 
 
-# -------------------------------------------------------------------------------------------- tests
-def test_node_replacement_replaces_one_node_through_the_worker(deployment: Deployment, staging: Staging) -> None:
-    """A budget refuses the drain's evictions for a while: the triggerer is killed meanwhile and a new
-    one started; once the budget allows, the node is replaced."""
+# ----------------------------------------------------------------------------------------- the runs
+# One real run of each DAG for the module, in this order, each right after the previous one ended
+# (they would otherwise wait on each other's cluster lock).
+@pytest.fixture(scope="module")
+def node_replaced(deployment: Deployment, staging: Staging) -> Finished:
+    """A node under a PodDisruptionBudget replaced; the budget refuses the drain's evictions for a
+    while, and the triggerer is killed meanwhile and a new one started."""
     dag_id = f"node_replacement__{CLUSTER}"
     victim, instance, budget = node_under_a_budget(staging)
-    before = set(staging.node_names())
+    noted: dict[str, Any] = {"victim": victim, "instance": instance, "nodes_before": set(staging.node_names())}
     staging.cluster.faults.configure({"blocked_pdbs": [budget]})
+    conf = {"dry_run": False, "ignore_window": True, "node_names": [victim], "force_unmanaged_pods": True, "delete_emptydir_data": True}
+    finished = run_and_read(deployment.api, dag_id, conf, during=kill_triggerer_during_a_blocked_drain(deployment, staging, dag_id, budget, noted))
+    finished.noted.update(noted)
+    return finished
 
-    run_id, run, audit = run_and_read(
-        deployment.api,
-        dag_id,
-        {"dry_run": False, "ignore_window": True, "node_names": [victim], "force_unmanaged_pods": True, "delete_emptydir_data": True},
-        during=kill_triggerer_during_a_blocked_drain(deployment, staging, dag_id, budget),
-    )
 
-    assert run["conf"]["node_names"] == [victim] and run["conf"]["dry_run"] is False
-    check_common(audit, dag_id, run_id)
+@pytest.fixture(scope="module")
+def cronjobs_refreshed(deployment: Deployment, staging: Staging, node_replaced: Finished) -> Finished:
+    """The demo's two Jobs still on an old image refreshed."""
+    stale = {ref: job["metadata"]["uid"] for ref, job in seeded_stale_jobs(staging.store).items()}
+    finished = run_and_read(deployment.api, f"cronjob_refresh__{CLUSTER}", {"dry_run": False, "ignore_window": True, "pods_gone_timeout_seconds": 120})
+    finished.noted["stale"] = stale
+    return finished
+
+
+@pytest.fixture(scope="module")
+def rollout_restarted(deployment: Deployment, staging: Staging, cronjobs_refreshed: Finished) -> Finished:
+    """Every workload of the "shop" namespace restarted."""
+    namespace = "shop"
+    deployments = sorted(d["metadata"]["name"] for d in staging.store.iter(DEPLOYMENTS, namespace))
+    assert deployments, f"no Deployment in {namespace}"
+    started = time.time()
+    finished = run_and_read(deployment.api, f"rollout_restart__{CLUSTER}", {"dry_run": False, "ignore_window": True, "namespaces": [namespace]})
+    finished.noted.update(namespace=namespace, deployments=deployments, started=started)
+    return finished
+
+
+# -------------------------------------------------------------------------------------------- tests
+def test_node_replacement_replaces_the_node_its_audit_names(node_replaced: Finished, staging: Staging) -> None:
+    victim, instance = node_replaced.noted["victim"], node_replaced.noted["instance"]
+    audit = node_replaced.audit
+    assert node_replaced.run["conf"]["node_names"] == [victim] and node_replaced.run["conf"]["dry_run"] is False
+    check_common(node_replaced)
     assert done(audit, "cordon") == {f"node/{victim}"}, audit
-    assert {t for t in done(audit, "terminate")} and all(instance in t for t in done(audit, "terminate")), done(audit, "terminate")
+    assert done(audit, "terminate") and all(instance in t for t in done(audit, "terminate")), done(audit, "terminate")
     evicted = done(audit, "evict")
     assert evicted and all(t.startswith("pod/") for t in evicted)
     # The cluster: the node is gone, its instance terminated, a replacement joined (same count), the lock released.
-    after = set(staging.node_names())
+    before, after = node_replaced.noted["nodes_before"], set(staging.node_names())
     assert victim not in after and len(after) == len(before), (before, after)
     assert staging.instance_states()[instance] in ("shutting-down", "terminated")
     assert not any(p["spec"].get("nodeName") == victim for p in staging.store.iter(PODS))
     assert staging.lease() is None
 
 
-def test_cronjob_refresh_deletes_the_stale_jobs(deployment: Deployment, staging: Staging) -> None:
-    dag_id = f"cronjob_refresh__{CLUSTER}"
-    store = staging.store
-    stale = {ref: job["metadata"]["uid"] for ref, job in seeded_stale_jobs(store).items()}  # the demo's two Jobs on an old image
-
-    run_id, _, audit = run_and_read(deployment.api, dag_id, {"dry_run": False, "ignore_window": True, "pods_gone_timeout_seconds": 120})
-
-    check_common(audit, dag_id, run_id)
+def test_cronjob_refresh_deletes_the_stale_jobs_its_audit_names(cronjobs_refreshed: Finished, staging: Staging) -> None:
+    stale, audit = cronjobs_refreshed.noted["stale"], cronjobs_refreshed.audit
+    check_common(cronjobs_refreshed)
     assert done(audit, "delete-job") == {f"job/{ref}" for ref in stale}
     for line in (r for r in audit if r["action"] == "delete-job"):
         assert line["detail"]["old_images"] and line["detail"]["new_images"] and line["detail"]["old_images"] != line["detail"]["new_images"], line
     for ref, uid in stale.items():
-        job = store.try_get(JOBS, *ref.split("/"))
+        job = staging.store.try_get(JOBS, *ref.split("/"))
         assert job is None or job["metadata"]["uid"] != uid, f"{ref} still there"
     assert staging.lease() is None
 
 
-def test_rollout_restart_restarts_the_chosen_namespace(deployment: Deployment, staging: Staging) -> None:
-    dag_id = f"rollout_restart__{CLUSTER}"
-    store = staging.store
-    namespace = "shop"
-    deployments = sorted(d["metadata"]["name"] for d in store.iter(DEPLOYMENTS, namespace))
-    assert deployments, f"no Deployment in {namespace}"
-    started = time.time()
-
-    run_id, _, audit = run_and_read(deployment.api, dag_id, {"dry_run": False, "ignore_window": True, "namespaces": [namespace]})
-
-    check_common(audit, dag_id, run_id)
-    restarted = done(audit, "restart")
+def test_rollout_restart_restarts_the_namespace_its_audit_names(rollout_restarted: Finished, staging: Staging) -> None:
+    namespace, deployments, started = (rollout_restarted.noted[k] for k in ("namespace", "deployments", "started"))
+    check_common(rollout_restarted)
+    restarted = done(rollout_restarted.audit, "restart")
     assert {f"deployment/{namespace}/{name}" for name in deployments} <= {t.lower() for t in restarted}, restarted
     assert all(f"/{namespace}/" in t for t in restarted), restarted
     for name in deployments:
-        annotations = store.get(DEPLOYMENTS, namespace, name)["spec"]["template"]["metadata"].get("annotations") or {}
+        annotations = staging.store.get(DEPLOYMENTS, namespace, name)["spec"]["template"]["metadata"].get("annotations") or {}
         restarted_at = annotations.get("kubectl.kubernetes.io/restartedAt")
         assert restarted_at, f"{namespace}/{name} has no restartedAt"
         assert datetime.fromisoformat(restarted_at.replace("Z", "+00:00")).timestamp() >= started - 5, f"{namespace}/{name} restarted before the run: {restarted_at}"
     assert staging.lease() is None
 
 
-def test_every_task_ran_in_the_celery_worker(deployment: Deployment) -> None:
+def test_every_task_ran_in_the_celery_worker(deployment: Deployment, node_replaced: Finished, cronjobs_refreshed: Finished, rollout_restarted: Finished) -> None:
     """Each task instance of the three runs was executed by the Celery worker process (its own log
     names it), from the default queue, on this host, and none by the scheduler."""
-    assert [dag for dag, _ in RUNS] == ["node_replacement__staging", "cronjob_refresh__staging", "rollout_restart__staging"], RUNS
     executed = worker_workloads(deployment)
-    for dag_id, run_id in RUNS:
-        instances = [ti for ti in deployment.api.task_instances(dag_id, run_id) if ti["state"] not in ("skipped", "removed", None)]
+    for finished in (node_replaced, cronjobs_refreshed, rollout_restarted):
+        instances = [ti for ti in deployment.api.task_instances(finished.dag_id, finished.run_id) if ti["state"] not in ("skipped", "removed", None)]
         assert instances
         for ti in instances:
             assert ti["queue"] == "default" and ti["hostname"], ti
-            assert ti["id"] in executed, f"{dag_id}/{run_id} {ti['task_id']}[{ti['map_index']}] ({ti['id']}) is not in the Celery worker's log"
+            assert ti["id"] in executed, f"{finished.dag_id}/{finished.run_id} {ti['task_id']}[{ti['map_index']}] ({ti['id']}) is not in the Celery worker's log"
     scheduler = deployment.processes.log_path("scheduler").read_text(errors="replace")
     assert "CeleryExecutor" in scheduler and not re.search(r"LocalExecutor", scheduler)
 
 
-def test_the_triggerer_killed_mid_run_comes_back_and_the_run_still_succeeds(deployment: Deployment) -> None:
-    """The node replacement above had its triggerer SIGKILLed as it started and a new one started
-    while its drain waited on a budget: the run succeeded (checked there), and the new triggerer
-    heartbeats (a triggerer job younger than the kill)."""
-    assert len(TRIGGERER_RESTARTS) == 1, "the node replacement test killed and restarted the triggerer"
-    assert len(WAITS_SEEN_WITHOUT_TRIGGERER) == 1, WAITS_SEEN_WITHOUT_TRIGGERER
+def test_the_triggerer_killed_mid_wait_comes_back_and_the_run_still_succeeds(deployment: Deployment, node_replaced: Finished) -> None:
+    """The node replacement had its triggerer SIGKILLed as it started, and a new one started while
+    its drain waited on the budget: the run succeeded (``run_and_read`` checks it), the drain went on
+    waiting with the new triggerer, which heartbeats (a triggerer job younger than the kill)."""
+    noted = node_replaced.noted
+    assert noted["drain_when_triggerer_restarted"] in ("up_for_reschedule", "deferred"), noted
+    assert noted["drain_after_restart"] in ("up_for_reschedule", "deferred", "running", "scheduled", "queued"), noted
 
     def healthy_again() -> bool:
         status, heartbeat = triggerer_heartbeat(deployment)
-        return status == "healthy" and heartbeat is not None and datetime.fromisoformat(heartbeat).timestamp() > TRIGGERER_RESTARTS[0]
+        return status == "healthy" and heartbeat is not None and datetime.fromisoformat(heartbeat).timestamp() > noted["triggerer_killed_at"]
 
     deployment.processes.wait_until("a new triggerer's heartbeat", healthy_again, timeout=120)
     assert triggerer_log(deployment).count("Starting log server on") == 2, "two triggerer processes wrote to its log, one after the other"
