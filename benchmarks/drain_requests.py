@@ -22,35 +22,32 @@ from kube_maintenance.k8s import NODES, STRATEGIC_MERGE_PATCH, KubeClient  # noq
 from kube_maintenance.node_ops import drain_pass  # noqa: E402
 from sandbox.cluster import SandboxCluster  # noqa: E402
 from sandbox.config import SandboxConfig  # noqa: E402
-from sandbox.resources import PODS, REPLICASETS  # noqa: E402
+from sandbox.resources import REPLICASETS  # noqa: E402
 from sandbox.testing import add_ready_node  # noqa: E402
 
 
 def load_node(cluster: SandboxCluster, node: str, pods: int, tag: str) -> None:
-    """N running pods on ``node``, owned by a ReplicaSet (as Deployment pods are)."""
+    """N running pods on ``node``, made by a ReplicaSet (as Deployment pods are) whose template
+    pins them to the node: the drain evicts them, and their replacements wait Pending (the node
+    is cordoned), as pods pinned to a drained node do."""
     store = cluster.store
-    rs = store.create(
+    labels = {"app": f"web-{tag}"}
+    store.create(
         REPLICASETS,
         {
             "metadata": {"name": f"web-{tag}"},
-            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": f"web-{tag}"}}, "template": {"metadata": {"labels": {"app": f"web-{tag}"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}},
+            "spec": {
+                "replicas": pods,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "nginx:1.25"}]},
+                },
+            },
         },
         namespace="default",
     )
-    for i in range(pods):
-        store.create(
-            PODS,
-            {
-                "metadata": {
-                    "name": f"web-{tag}-{i}",
-                    "labels": {"app": f"other-{tag}"},  # not selected by the RS: it must not scale them away
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs["metadata"]["name"], "uid": rs["metadata"]["uid"], "controller": True}],
-                },
-                "spec": {"nodeName": node, "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "nginx:1.25"}]},
-            },
-            namespace="default",
-        )
-    cluster.wait_for(lambda: all(p.get("status", {}).get("phase") == "Running" for p in store.pods_on_node(node)), timeout=30)
+    cluster.wait_for(lambda: len([p for p in store.pods_on_node(node) if p.get("status", {}).get("phase") == "Running"]) == pods, timeout=60)
 
 
 def requests_by(cluster: SandboxCluster, since: int, agent: str) -> int:

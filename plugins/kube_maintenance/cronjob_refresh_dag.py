@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cronjob_refresh import CronJobRefreshParams, namespace_groups_setting
-from .dag_factory import finish_run, operation_dag
+from .dag_factory import TasksOf, finish_run, operation_dag
 from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_SAFETY, SECTION_TARGET, FormField, optional_names, optional_selector
 from .registry import ClusterConfig
 from .runtime import MAP_LABEL_TEMPLATE
@@ -83,7 +83,7 @@ _DOCS = {
 def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
     from airflow.sdk import chain, task, task_group
 
-    from . import cronjob_refresh_tasks as op
+    op = TasksOf("cronjob_refresh_tasks")
 
     settings = cluster.operation(OPERATION)
     max_groups = namespace_groups_setting(settings, cluster.name)

@@ -6,7 +6,8 @@ boto3 and the providers are imported inside tasks.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import importlib
+from typing import Any, Callable
 
 from .forms import (
     DRY_RUN,
@@ -23,6 +24,7 @@ from .forms import (
 )
 from .node_plan import NodeReplacementParams
 from .registry import ClusterConfig
+from .runtime import MAP_LABEL_TEMPLATE
 
 OPERATION_TAG = "kube-maintenance"
 
@@ -96,6 +98,25 @@ CLEANUP_DOC = (
     "teardown). It undoes what this run left half done, releases the cluster's maintenance lock, writes "
     "the summary audit line, and fails the run if any step failed, naming it."
 )
+
+
+class TasksOf:
+    """The task callables of an operation's tasks module, imported when a task runs rather than
+    when the DAG file is parsed: the dag-processor parses every file again and again, and the
+    tasks need the Kubernetes and AWS clients, which parsing must not load."""
+
+    def __init__(self, module: str) -> None:
+        self.module = f"{__package__}.{module}"
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        module = self.module
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        call.__module__ = module
+        return call
 
 
 def finish_run(work: list[Any], cleanup: Any, **kwargs: Any) -> Any:
@@ -192,19 +213,24 @@ NODE_REPLACEMENT_DRY_RUN = (
 _NODE_TASK_DOCS = {
     "plan": "Reads the form, checks the maintenance window, picks the nodes (selector, names, age, oldest first) and splits them into batches; finds each node's EC2 instance and Auto Scaling group. Changes nothing.",
     "preflight": "Checks the cluster is healthy enough to disrupt and that no pod of the plan's nodes would be lost by a drain (unmanaged, emptyDir), then takes the cluster's maintenance lock. A dry run ends here.",
-    "launch_surge": "First step of a batch: starts no batch the maintenance window cannot fit. With surge, launches each replacement in the zone of the node it replaces, attaches it to the group and waits for its node to be Ready.",
-    "cordon": "Marks the batch's nodes unschedulable, recording on each node which run cordoned it and whether it was cordoned before; then scales up by one each Deployment the drain would leave with no Ready pod (no PodDisruptionBudget covering it).",
-    "drain": "Evicts the batch's pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) and waits for them to go, up to the drain timeout. On a node that is not Ready, pods stuck terminating past the dead-node wait, and unready pods their budget will not let go, are left to the pod garbage collector.",
-    "terminate": "Terminates each drained node's EC2 instance in its Auto Scaling group (desired capacity kept, or lowered back after a surge). Refuses a node that still has pods a drain would evict, whatever the drain task's state.",
-    "wait_for_replacement": "Waits until each affected group has as many Ready nodes as before the run.",
-    "validate": "Checks the cluster is healthy several times in a row (Ready nodes, nothing stuck Pending, workloads that were available before the run available again, kube-system's pods Ready) before the next batch starts; fails after the validation timeout, naming what is wrong.",
+    "batch": (
+        "One instance per batch of the plan, named by its nodes; batches run strictly one after another. Each walks its batch through the runbook, "
+        "deferring to the triggerer (no worker slot held) whenever a step has to wait:\n\n"
+        "1. **previous batch done**: starts once the batch before it succeeded and none of its nodes is left cordoned and not terminated; skipped when it did not complete.\n"
+        "2. **launch surge**: starts no batch the maintenance window cannot fit. With surge, launches each replacement in the zone of the node it replaces, attaches it to the group and waits for its node to be Ready.\n"
+        "3. **cordon**: marks the nodes unschedulable, recording on each node which run cordoned it and whether it was cordoned before; scales up by one each Deployment the drain would leave with no Ready pod (no PodDisruptionBudget covering it).\n"
+        "4. **drain**: evicts the pods through the Eviction API (PodDisruptionBudgets respected; DaemonSet and mirror pods skipped) until the drain timeout. On a node that is not Ready, pods stuck terminating past the dead-node wait, and unready pods their budget will not let go, are left to the pod garbage collector.\n"
+        "5. **terminate**: terminates each drained node's EC2 instance in its Auto Scaling group (desired capacity kept, or lowered back after a surge); refuses a node that still has pods a drain would evict.\n"
+        "6. **wait for replacement**: until each affected group has as many Ready nodes as before the run.\n"
+        "7. **validate**: the cluster healthy several times in a row (Ready nodes, nothing stuck Pending, workloads available before the run available again, kube-system's pods Ready); fails after the validation timeout, naming what is wrong."
+    ),
 }
 
 
 def node_replacement_dag(cluster: ClusterConfig) -> Any:
-    from airflow.sdk import TaskGroup, chain, task
+    from airflow.sdk import chain, task
 
-    from . import node_replacement as op
+    op = TasksOf("node_replacement")
 
     settings = cluster.operation("node_replacement")
     max_batches = int(settings.get("max_batches", 10))
@@ -227,31 +253,22 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
         base,
         NODE_REPLACEMENT_DRY_RUN,
     ) as dag:
+        from .node_batches import ReplaceBatchOperator
+
         kwargs = {"cluster_name": cluster.name, "max_batches": max_batches}
         docs = _NODE_TASK_DOCS
         plan = task(task_id="plan", doc_md=docs["plan"])(op.plan)(**kwargs)
         preflight = task(task_id="preflight", doc_md=docs["preflight"])(op.preflight)(**kwargs)
-        chain(plan, preflight)
-        previous: Any = preflight
-        batch_tasks: list[Any] = []
-
-        def sensor(task_id: str, fn: Any, args: dict[str, Any]) -> Any:
-            return task.sensor(task_id=task_id, poke_interval=poke, timeout=48 * 3600, mode="reschedule", doc_md=docs[task_id])(fn)(**args)
-
-        for i in range(max_batches):
-            with TaskGroup(group_id=f"batch_{i + 1:02d}", tooltip=f"Batch {i + 1}: (surge), cordon, drain, terminate, wait, validate"):
-                args = {**kwargs, "index": i}
-                steps = [
-                    sensor("launch_surge", op.launch_surge, args),
-                    task(task_id="cordon", doc_md=docs["cordon"])(op.cordon)(**args),
-                    sensor("drain", op.drain, args),
-                    task(task_id="terminate", doc_md=docs["terminate"])(op.terminate)(**args),
-                    sensor("wait_for_replacement", op.wait_for_replacement, args),
-                    sensor("validate", op.validate, args),
-                ]
-                chain(*steps)
-            previous >> steps[0]
-            previous = steps[-1]
-            batch_tasks += steps
-        finish_run([plan, preflight, *batch_tasks], op.cleanup, **kwargs)
+        # One mapped task instance per batch of the plan (however many max_batches allows), each
+        # waiting for the one before it: the DAG's size does not grow with the registry.
+        batches = ReplaceBatchOperator.partial(
+            task_id="batch",
+            cluster_name=cluster.name,
+            max_batches=max_batches,
+            poke_interval=poke,
+            map_index_template=MAP_LABEL_TEMPLATE,
+            doc_md=docs["batch"],
+        ).expand(batch=plan)
+        chain(plan, preflight, batches)
+        finish_run([plan, preflight, batches], op.cleanup, **kwargs)
     return dag

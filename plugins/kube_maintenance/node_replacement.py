@@ -82,14 +82,14 @@ def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[NodeReplacem
 
 
 def _plan_from(context: Mapping[str, Any]) -> Plan:
-    data = context["ti"].xcom_pull(task_ids="plan")
+    data = context["ti"].xcom_pull(task_ids="plan", key="plan")
     if not data:
         fail("no plan: the plan task produced nothing")
     return Plan.from_xcom(data["plan"])
 
 
 # ----------------------------------------------------------------------------------------------- plan
-def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, Any]:
+def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> list[dict[str, Any]]:
     params, rt = _params(cluster_name, context)
     begin_run(rt, params)
     now = _now()
@@ -161,7 +161,16 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[str, 
         params.batch_size,
         [[n.name for n in b] for b in the_plan.batches],
     )
-    return {"plan": the_plan.to_xcom(), "dry_run": params.dry_run}
+    context["ti"].xcom_push(key="plan", value={"plan": the_plan.to_xcom(), "dry_run": params.dry_run})
+    # What the batch task is mapped over: one entry per batch, named by its nodes in the grid.
+    return [batch_label(i, [n.name for n in batch]) for i, batch in enumerate(the_plan.batches)]
+
+
+def batch_label(index: int, nodes: list[str]) -> dict[str, Any]:
+    """One batch as the mapped ``batch`` task sees it: its index, and a label for the grid."""
+    names = ", ".join(n.split(".")[0] for n in nodes)
+    label = f"batch {index + 1}: {names}"
+    return {"index": index, "label": label if len(label) <= 120 else label[:117] + "..."}
 
 
 def _ready_instances(nodes: list[Mapping[str, Any]]) -> set[str]:
@@ -277,11 +286,54 @@ def _new_nodes(
 
 
 # --------------------------------------------------------------------------------------------- batches
+def batch_state(context: Mapping[str, Any]) -> dict[str, Any]:
+    """What the batch's earlier steps left for the later ones (carried by ``ReplaceBatchOperator``
+    across its deferrals): the Deployments scaled up, the terminations, when replacements joined."""
+    return context.setdefault("batch_state", {})  # type: ignore[attr-defined]
+
+
 def _batch(context: Mapping[str, Any], index: int) -> list[PlannedNode]:
     the_plan = _plan_from(context)
     if index >= len(the_plan.batches):
         skip(f"no batch {index + 1}: the plan has {len(the_plan.batches)}")
     return the_plan.batches[index]
+
+
+# Task states of the batch before that mean it will not complete: this batch does not start.
+_NOT_COMPLETED = frozenset({"failed", "upstream_failed", "skipped", "removed"})
+
+
+def previous_batch_done(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
+    """Batches go strictly one after another: this one starts once the one before it succeeded,
+    and never while a node of an earlier batch is still cordoned by this run and not terminated
+    (an earlier batch marked successful by hand mid-drain, say): the budget is one batch out."""
+    if index == 0:
+        return True
+    ti = context["ti"]
+    run_id = getattr(context.get("dag_run"), "run_id", None) or ti.run_id
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id], task_ids=[ti.task_id]).get(run_id, {})
+    previous = states.get(f"{ti.task_id}_{index - 1}")
+    state = str(getattr(previous, "value", previous))
+    if state in _NOT_COMPLETED:
+        skip(f"batch {index} did not complete ({state}): not starting batch {index + 1}; its nodes wait for the next run")
+    if state != "success":
+        return False
+    params, rt = _params(cluster_name, context)
+    the_plan = _plan_from(context)
+    still_out = []
+    for planned in (n for b in the_plan.batches[:index] for n in b):
+        node = rt.kube.get_or_none(NODES, planned.name)
+        if node is None or not _same_instance(node, planned):
+            continue
+        annotations = node["metadata"].get("annotations") or {}
+        if node.get("spec", {}).get("unschedulable") and annotations.get(CORDONED_BY_ANNOTATION) == rt.holder and TERMINATING_ANNOTATION not in annotations:
+            still_out.append(planned.name)
+    if still_out:
+        fail(
+            f"batch {index} ended without terminating {', '.join(still_out)}, still cordoned by this run (marked successful by hand?): "
+            f"not starting batch {index + 1}; the cleanup uncordons them"
+        )
+    return True
 
 
 def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> list[str]:
@@ -326,7 +378,7 @@ def cordon(cluster_name: str, index: int, max_batches: int = 10, **context: Any)
         rt.audit.record("cordon", f"node/{planned.name}", before=was, after="unschedulable", batch=index + 1, cordoned_by_hand_before=planned.cordoned_before_run)
         cordoned.append(planned.name)
     if params.protect_lone_workloads:
-        context["ti"].xcom_push(key="scaled_up", value=_scale_up_lone_deployments(rt, {n.name for n in batch}, index))
+        batch_state(context)["scaled_up"] = _scale_up_lone_deployments(rt, {n.name for n in batch}, index)
     return cordoned
 
 
@@ -475,6 +527,9 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
         if instance_id not in ready_instances:
             waiting[planned.name] = f"{instance_id} not a Ready node yet"
     if waiting:
+        started = batch_state(context).setdefault("surge_started", _now().isoformat())
+        if _now() > dt.datetime.fromisoformat(started) + dt.timedelta(seconds=params.replacement_timeout_seconds):
+            fail(f"surge node(s) of batch {index + 1} not Ready within {params.replacement_timeout_seconds}s of their launch: {waiting}; nothing was cordoned")
         log.info("waiting for surge nodes: %s", waiting)
         return False
     _disable_scale_down(rt, [n for n in nodes if _instance_id(n) in surge_ids])
@@ -517,7 +572,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
     renew_lock(rt)
-    scaled = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.cordon", key="scaled_up") or []
+    scaled = batch_state(context).get("scaled_up") or []
     waiting = _spares_not_ready(rt, scaled, {n.name for n in batch})
     if waiting:
         # A Ready pod elsewhere first, as the runbook says, then the drain.
@@ -615,7 +670,10 @@ def terminate(cluster_name: str, index: int, max_batches: int = 10, **context: A
             activity=activity.get("ActivityId"),
         )
         terminated.append(planned.instance_id)
-    return {"terminated": terminated, "already_gone": already_gone, "left_to_gc": left_to_gc, "at": _now().isoformat()}
+    result = {"terminated": terminated, "already_gone": already_gone, "left_to_gc": left_to_gc, "at": _now().isoformat()}
+    batch_state(context)["terminated"] = result
+    context["ti"].xcom_push(key="terminated", value=result)  # for the cleanup's summary
+    return result
 
 
 def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> Any:
@@ -629,7 +687,7 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
     nodes, _ = rt.kube.list(NODES)
     ready_instances = _ready_instances(nodes)
     group_instances = rt.cloud.group_instances(groups)
-    terminated = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
+    terminated = batch_state(context).get("terminated") or {}
     started = dt.datetime.fromisoformat(terminated["at"]) if terminated.get("at") else _now()
     missing = {}
     for group in groups:
@@ -648,9 +706,8 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
     _disable_scale_down(rt, _new_nodes(nodes, the_plan, groups, group_instances))
     log.info("replacements Ready in %s", ", ".join(groups))
     # When they were Ready: the validation's timeout counts from then.
-    from airflow.sdk import PokeReturnValue
-
-    return PokeReturnValue(is_done=True, xcom_value={"ready_at": _now().isoformat()})
+    batch_state(context)["ready_at"] = _now().isoformat()
+    return True
 
 
 def _workloads(rt: TaskRuntime) -> tuple[list[Any], list[Any], list[Any]]:
@@ -681,14 +738,14 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
         for note in report.notes:
             log.info(note)
         if not report.healthy:
-            ready = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.wait_for_replacement") or {}
-            since = dt.datetime.fromisoformat(ready["ready_at"]) if isinstance(ready, dict) and ready.get("ready_at") else _now()
+            ready_at = batch_state(context).get("ready_at")
+            since = dt.datetime.fromisoformat(ready_at) if ready_at else _now()
             if _now() > since + dt.timedelta(seconds=params.validation_timeout_seconds):
                 fail(f"the cluster is not healthy {params.validation_timeout_seconds}s after batch {index + 1}'s replacements joined: {report.summary()}; not starting the next batch")
             log.info("not yet healthy after batch %d (pass %d of %d): %s", index + 1, attempt + 1, params.validation_passes, report.summary())
             return False
     log.info("cluster healthy after batch %d (%d passes in a row)", index + 1, params.validation_passes)
-    scaled = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.cordon", key="scaled_up") or []
+    scaled = batch_state(context).get("scaled_up") or []
     _scale_back(rt, [d for ns, name in scaled if (d := rt.kube.get_or_none(DEPLOYMENTS, name, ns))])
     return True
 
@@ -705,7 +762,7 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     raw = _raw_params(cluster_name, context)
     dry_run = raw.get("dry_run") is not False
     rt = runtime_for(cluster_name, context, dry_run)
-    data = context["ti"].xcom_pull(task_ids="plan") or {}
+    data = context["ti"].xcom_pull(task_ids="plan", key="plan") or {}
     the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
     nodes = [] if dry_run else rt.kube.list(NODES)[0]
     restored = [] if dry_run else _restore_cordoned_nodes(rt, the_plan, nodes)
@@ -723,8 +780,10 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     released = drop_lock(rt, dry_run)
     terminated: list[str] = []
     left_to_gc: list[str] = []
-    for index in range(len(the_plan.batches)):
-        result = context["ti"].xcom_pull(task_ids=f"batch_{index + 1:02d}.terminate") or {}
+    pulled = context["ti"].xcom_pull(task_ids="batch", key="terminated") if the_plan.batches else None
+    for result in (pulled if isinstance(pulled, (list, tuple)) else [pulled] if pulled else []):
+        if not isinstance(result, dict):
+            continue
         terminated += result.get("terminated", []) + result.get("already_gone", [])
         left_to_gc += result.get("left_to_gc", [])
     replaced = [n.name for n in the_plan.nodes if n.instance_id in set(terminated)]
@@ -747,7 +806,27 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     if resume_error:
         raise RuntimeError(resume_error)  # retried: the cleanup has retries of its own
     fail_if_steps_failed(context, f"restored {restored or 'no node'}, lock released: {released}")
+    unfinished = [] if dry_run else _batches_marked_done_unreplaced(context, the_plan, set(replaced))
+    if unfinished:
+        fail(f"{'; '.join(unfinished)}: the run did not replace them (the cleanup restored them: {restored or 'no node'})")
     return summary
+
+
+def _batches_marked_done_unreplaced(context: Mapping[str, Any], the_plan: Plan, replaced: set[str]) -> list[str]:
+    """Batches whose task succeeded (or was marked successful by hand) with nodes not replaced:
+    the run's state must not say they were."""
+    if not the_plan.batches:
+        return []
+    ti = context["ti"]
+    run_id = getattr(context.get("dag_run"), "run_id", None) or ti.run_id
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id], task_ids=["batch"]).get(run_id, {})
+    out = []
+    for index, batch in enumerate(the_plan.batches):
+        state = states.get(f"batch_{index}")
+        left = [n.name for n in batch if n.name not in replaced]
+        if str(getattr(state, "value", state)) == "success" and left:
+            out.append(f"batch {index + 1} is marked successful but {', '.join(left)} not replaced")
+    return out
 
 
 def _restore_cordoned_nodes(rt: TaskRuntime, the_plan: Plan, nodes: list[Mapping[str, Any]]) -> list[str]:

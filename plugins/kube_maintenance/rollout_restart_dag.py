@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dag_factory import finish_run, operation_dag
+from .dag_factory import TasksOf, finish_run, operation_dag
 from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_TARGET, FormField, optional_names, optional_selector
 from .registry import ClusterConfig
 from .runtime import MAP_LABEL_TEMPLATE
@@ -64,7 +64,7 @@ _DOCS = {
 def rollout_restart_dag(cluster: ClusterConfig) -> Any:
     from airflow.sdk import task
 
-    from . import rollout_tasks as op
+    op = TasksOf("rollout_tasks")
 
     settings = cluster.operation(OPERATION)
     # Shards of namespaces, i.e. map indexes of the restart task, all of which may run at once.

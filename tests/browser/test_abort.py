@@ -50,8 +50,8 @@ def start_blocked_drain(ui: AirflowUi, api: AirflowApi, staging: Staging, victim
     assert conf.get("dry_run") is False and conf.get("ignore_window") is True and conf.get("node_names") == [victim], conf
     wait_for(f"node {victim} to be cordoned", lambda: is_cordoned(staging, victim), 90, lambda: api.task_states(DAG_ID, run_id))
     wait_for(
-        "batch_01.drain to be running or up for reschedule",
-        lambda: api.task_states(DAG_ID, run_id).get("batch_01.drain") in ("running", "up_for_reschedule"),
+        "batch 1 to be draining (running, or deferred between drain passes)",
+        lambda: api.task_states(DAG_ID, run_id).get("batch[0]") in ("running", "deferred"),
         60,
         lambda: api.task_states(DAG_ID, run_id),
     )
@@ -117,15 +117,17 @@ def test_marking_the_run_mid_drain_uncordons_the_node_and_releases_the_lock(api:
     assert not problems, f"after 'Mark as {state}' mid-drain: {'; '.join(problems)}; task states: {api.task_states(DAG_ID, drain.run_id)}"
 
 
-def test_marking_a_blocked_drain_successful_does_not_let_terminate_act(api: AirflowApi, blocked_drain: BlockedDrain) -> None:
+def test_marking_a_batch_successful_mid_drain_terminates_nothing_and_the_run_says_so(api: AirflowApi, blocked_drain: BlockedDrain) -> None:
     drain = blocked_drain
-    api.mark_task(DAG_ID, drain.run_id, "batch_01.drain", "success")  # the UI's "Mark as success" on the drain task
+    # The UI's "Mark as success" on the batch's task instance (map index 0), mid-drain.
+    body = {"new_state": "success", "note": None, "include_upstream": False, "include_downstream": False, "include_future": False, "include_past": False}
+    api.request("PATCH", f"/dags/{DAG_ID}/dagRuns/{drain.run_id}/taskInstances/batch/0", json=body)
     problems = problems_after_abort(api, drain.staging, drain.victim, drain.run_id, drain.instances)
     states = api.task_states(DAG_ID, drain.run_id)
-    assert not problems, f"after 'Mark as success' on a blocked drain: {'; '.join(problems)}; task states: {states}"
-    assert states.get("batch_01.terminate") == "failed", states
-    terminate_log = "\n".join(text for key, text in api.run_logs(DAG_ID, drain.run_id).items() if key.startswith("batch_01.terminate#"))
-    assert f"node {drain.victim} still has" in terminate_log and "not terminating it" in terminate_log, terminate_log[-2000:]
+    assert not problems, f"after 'Mark as success' on a draining batch: {'; '.join(problems)}; task states: {states}"
+    assert states.get("batch[0]") == "success" and states.get("cleanup") == "failed", states
+    cleanup_log = "\n".join(text for key, text in api.run_logs(DAG_ID, drain.run_id).items() if key.startswith("cleanup#"))
+    assert f"batch 1 is marked successful but {drain.victim} not replaced" in cleanup_log, cleanup_log[-2000:]
 
 
 def restore(api: AirflowApi, staging: Staging, victim: str, run_id: str | None) -> None:

@@ -140,7 +140,7 @@ def test_a_pdb_that_never_allows_stops_the_rollout_and_uncordons(dag_runner: Dag
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 4})
 
     assert result.state == "failed"
-    assert "batch_01.drain" in result.failed_tasks()
+    assert "batch[0]" in result.failed_tasks()
     assert f"PodDisruptionBudget {pdb['metadata']['name']}" in result.text() and "disruptionsAllowed" in result.text()
     node = store.get(NODES, None, victim)
     assert not node["spec"].get("unschedulable"), "the node is uncordoned again"
@@ -227,7 +227,7 @@ def test_a_lock_that_lapses_mid_drain_stops_the_run_before_its_next_change(dag_r
     lapser.start()
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 600})
     lapser.join()
-    assert result.state == "failed" and result.failed_tasks() == ["batch_01.drain", "cleanup"], result.failed_tasks()
+    assert result.state == "failed" and result.failed_tasks() == ["batch[0]", "cleanup"], result.failed_tasks()
     assert "maintenance lock on staging lapsed" in result.text()
     after = [r for r in staging.requests.since(lapsed_at["seq"]) if r.verb in WRITE_VERBS]
     assert [r for r in after if r.resource == "pods/eviction"] == [], "no eviction after the lock lapsed"
@@ -266,7 +266,7 @@ def test_auto_scaling_and_the_cluster_autoscaler_are_held_off_during_a_run_and_r
     looker.start()
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim, other], "batch_size": 2, "drain_timeout_seconds": 5})
     looker.join()
-    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks(), result.failed_tasks()
+    assert result.state == "failed" and "batch[0]" in result.failed_tasks(), result.failed_tasks()
 
     held_off = {"AZRebalance", "InstanceRefresh", "ScheduledActions"}
     planned_groups = {line["target"].removeprefix("asg/") for line in result.audit if line["action"] == "suspend-processes"}
@@ -431,7 +431,7 @@ def test_rerun_after_a_failed_batch_replaces_the_rest_and_nothing_twice(dag_runn
     first = dag_runner.run(DAG_FILE, DAG_ID, conf)
     blocker.join()
     staging.faults.clear()
-    assert first.state == "failed" and "batch_02.drain" in first.failed_tasks(), first.failed_tasks()
+    assert first.state == "failed" and "batch[1]" in first.failed_tasks(), first.failed_tasks()
     assert len(old_general - node_names(world)) == 1
     assert not any(n["spec"].get("unschedulable") for n in staging.store.iter(NODES)), "batch 2 was uncordoned"
 
@@ -528,7 +528,7 @@ def test_a_node_cordoned_by_hand_stays_cordoned_when_its_drain_fails(dag_runner:
     victim = block_a_pdb(world)
     store.mutate(NODES, None, victim, lambda n: n["spec"].update(unschedulable=True))  # someone's hand cordon
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
-    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks()
+    assert result.state == "failed" and "batch[0]" in result.failed_tasks()
     node = store.get(NODES, None, victim)
     assert node["spec"].get("unschedulable") is True, "left cordoned, as it was before the run"
     assert not any(k.startswith("kube-maintenance.io/") for k in node["metadata"].get("annotations") or {})
@@ -551,7 +551,7 @@ def test_a_hand_cordon_made_after_the_plan_survives_the_cleanup(dag_runner: DagR
     hand.start()
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
     hand.join()
-    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks(), result.failed_tasks()
+    assert result.state == "failed" and "batch[0]" in result.failed_tasks(), result.failed_tasks()
     cordon = next(line for line in result.audit if line["action"] == "cordon")
     assert cordon["before"] == "unschedulable", "the cordon step saw the hand cordon"
     node = store.get(NODES, None, victim)
@@ -567,7 +567,7 @@ def test_a_cordon_left_by_an_earlier_run_is_taken_over_and_rolled_back(dag_runne
     left = {"kube-maintenance.io/cordoned-by": "node_replacement__staging/manual__dead", "kube-maintenance.io/cordoned-at": "2026-01-01T00:00:00+00:00"}
     store.mutate(NODES, None, victim, lambda n: (n["spec"].update(unschedulable=True), n["metadata"].setdefault("annotations", {}).update(left)))
     result = dag_runner.run(DAG_FILE, DAG_ID, {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 3})
-    assert result.state == "failed" and "batch_01.drain" in result.failed_tasks()
+    assert result.state == "failed" and "batch[0]" in result.failed_tasks()
     node = store.get(NODES, None, victim)
     assert not node["spec"].get("unschedulable"), "this run took the cordon over, so its rollback undid it"
     assert [l["target"] for l in result.audit if l["action"] == "uncordon"] == [f"node/{victim}"]

@@ -1,0 +1,92 @@
+"""Node replacement's batches as one mapped task: a task instance per batch, strictly one after
+another, whatever ``max_batches`` says (the DAG no longer grows with it).
+
+Each instance walks its batch through the runbook's steps, in order:
+
+    previous batch done -> launch surge -> cordon -> drain -> terminate -> wait for replacement -> validate
+
+A step either finishes (the next one runs at once) or says "not yet" (False); then the task defers
+to the triggerer for a poke interval, holding no worker slot, and resumes at the same step. The
+first step waits on the batch before (another task instance): that wait is a reschedule, which
+hands the decision back to the scheduler. What
+the steps hand to each other (the Deployments scaled up, the terminations, when replacements
+joined) travels with the deferral, in the trigger's event, so a triggerer restart loses nothing.
+A retry starts again from the first step: every step is idempotent (it reads the cluster and
+EC2 before it changes anything).
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any, AsyncIterator, Callable
+
+from airflow.sdk import BaseOperator
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+log = logging.getLogger("kube_maintenance.node_replacement")
+
+STEPS = ("previous_batch_done", "launch_surge", "cordon", "drain", "terminate", "wait_for_replacement", "validate")
+# Steps whose False means "not yet, look again": every other step finishes in one go.
+WAITING_STEPS = frozenset({"previous_batch_done", "launch_surge", "drain", "wait_for_replacement", "validate"})
+
+
+class PokeLaterTrigger(BaseTrigger):
+    """Fires at ``moment`` (an absolute time, so a triggerer restart does not push it back) with the
+    batch's state as its event: all the task needs to resume where it stopped."""
+
+    def __init__(self, moment: str, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.moment = moment
+        self.state = state
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", {"moment": self.moment, "state": self.state}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        delay = (dt.datetime.fromisoformat(self.moment) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield TriggerEvent({"state": self.state})
+
+
+class ReplaceBatchOperator(BaseOperator):
+    """One batch of a node replacement (mapped over the plan's batches: ``batch``)."""
+
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, cluster_name: str, batch: dict[str, Any], max_batches: int, poke_interval: float = 15.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster_name = cluster_name
+        self.batch = batch
+        self.max_batches = max_batches
+        self.poke_interval = poke_interval
+
+    def execute(self, context: Any) -> Any:
+        return self._advance(context, {"step": 0})
+
+    def resume(self, context: Any, event: dict[str, Any] | None = None, **_: Any) -> Any:
+        return self._advance(context, dict((event or {}).get("state") or {"step": 0}))
+
+    def _advance(self, context: Any, state: dict[str, Any]) -> Any:
+        from . import node_replacement as op
+
+        index = int(self.batch["index"])
+        context["kube_maintenance_map_label"] = self.batch.get("label", f"batch {index + 1}")
+        context["batch_state"] = state
+        while state["step"] < len(STEPS):
+            name = STEPS[state["step"]]
+            step: Callable[..., Any] = getattr(op, name)
+            done = step(cluster_name=self.cluster_name, index=index, max_batches=self.max_batches, **context)
+            if done is False and name in WAITING_STEPS:
+                moment = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.poke_interval)
+                if name == "previous_batch_done":
+                    # Waiting on another task instance, not on the cluster: give the slot back to
+                    # the scheduler (a retry of the batch before may need it) and be rescheduled.
+                    from airflow.sdk.exceptions import AirflowRescheduleException
+
+                    raise AirflowRescheduleException(moment)
+                self.defer(trigger=PokeLaterTrigger(moment.isoformat(), state), method_name="resume")
+            log.info("batch %d: %s done", index + 1, name)
+            state["step"] += 1
+        return {"batch": index + 1, "terminated": (state.get("terminated") or {}).get("terminated", [])}

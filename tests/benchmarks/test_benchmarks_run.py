@@ -1,0 +1,35 @@
+"""Every benchmark still runs, at a small size: a benchmark that rots unseen publishes figures
+nobody can reproduce. Figures are printed, never asserted (no timed tests); what is checked is that
+the script finishes and prints the figures it exists for."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+SMALL = {
+    "dag_parse.py": (["--clusters", "2", "--rounds", "1"], ["slowest file:", "node_replacement.py"]),
+    "drain_requests.py": (["--pods", "5", "--rounds", "1"], ["kube-maintenance", "kubectl drain"]),
+    "rollout_restart.py": (["--namespaces", "2", "--per-namespace", "3", "--kubectl-sample", "2", "--max-concurrent", "4", "--shards", "2"], ["speed-up:", "patches per workload:"]),
+    "sandbox_scale.py": (["--nodes", "50", "--pods-per-node", "5", "--queries", "10"], ["peak RSS:"]),
+}
+
+
+def test_every_benchmark_has_a_small_size_here() -> None:
+    assert sorted(p.name for p in (REPO / "benchmarks").glob("*.py")) == sorted(SMALL), "a new benchmark needs its small size in SMALL"
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("script", sorted(SMALL))
+def test_the_benchmark_runs_at_a_small_size(script: str) -> None:
+    args, expected = SMALL[script]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")])}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True, env=env, timeout=540, cwd=REPO)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    for text in expected:
+        assert text in proc.stdout, f"{script} did not print {text!r}:\n{proc.stdout[-2000:]}"
