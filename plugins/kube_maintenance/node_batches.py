@@ -6,7 +6,8 @@ Each instance walks its batch through the runbook's steps, in order:
     previous batch done -> launch surge -> cordon -> drain -> terminate -> wait for replacement -> validate
 
 A step either finishes (the next one runs at once) or says "not yet" (False); then the task defers
-to the triggerer for a poke interval, holding no worker slot, and resumes at the same step. The
+to the triggerer, holding no worker slot, and resumes at the same step: after a poke interval, or
+for the drain as soon as a pod on the batch's nodes changes (a trigger that watches them). The
 first step waits on the batch before (another task instance): that wait is a reschedule, which
 hands the decision back to the scheduler. What
 the steps hand to each other (the Deployments scaled up, the terminations, when replacements
@@ -50,6 +51,63 @@ class PokeLaterTrigger(BaseTrigger):
         yield TriggerEvent({"state": self.state})
 
 
+class PodsOnNodesChangeTrigger(BaseTrigger):
+    """Fires as soon as a pod on one of ``nodes`` changes or goes (a drain has something to look at
+    again), or at ``moment`` at the latest (a budget that refused an eviction may allow it by
+    then), with the batch's state as its event. One list and one watch per node, resumed from the
+    list's resourceVersion, run in threads off the triggerer's event loop; any error just ends the
+    wait early: the task looks at the cluster again anyway."""
+
+    def __init__(self, cluster_name: str, nodes: list[str], moment: str, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.cluster_name = cluster_name
+        self.nodes = nodes
+        self.moment = moment
+        self.state = state
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", {"cluster_name": self.cluster_name, "nodes": self.nodes, "moment": self.moment, "state": self.state}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        deadline = dt.datetime.fromisoformat(self.moment)
+        remaining = (deadline - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        if remaining > 0 and self.nodes:
+            try:
+                await asyncio.wait_for(self._first_change(remaining), timeout=remaining)
+            except asyncio.TimeoutError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - a wait cut short is harmless: the task looks again
+                log.warning("watching the pods of %s ended early: %s", ", ".join(self.nodes), exc)
+        yield TriggerEvent({"state": self.state})
+
+    async def _first_change(self, seconds: float) -> None:
+        from asgiref.sync import sync_to_async
+
+        kube = await sync_to_async(self._client)()
+        watches = [asyncio.ensure_future(asyncio.to_thread(self._watch_node, kube, node, seconds)) for node in self.nodes]
+        try:
+            await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for watch in watches:
+                watch.cancel()  # the thread itself ends with its watch (bounded by ``seconds``)
+
+    def _client(self) -> Any:
+        from .k8s import KubeClient
+        from .registry import load_registry
+
+        return KubeClient.for_cluster(load_registry().cluster(self.cluster_name))
+
+    @staticmethod
+    def _watch_node(kube: Any, node: str, seconds: float) -> None:
+        from .k8s import PODS
+
+        selector = f"spec.nodeName={node}"
+        _, resource_version = kube.list(PODS, field_selector=selector)
+        for event in kube.watch_events(PODS, None, resource_version, field_selector=selector, timeout_seconds=max(1, int(seconds))):
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED", "ERROR"):
+                return
+
+
 class ReplaceBatchOperator(BaseOperator):
     """One batch of a node replacement (mapped over the plan's batches: ``batch``)."""
 
@@ -86,7 +144,12 @@ class ReplaceBatchOperator(BaseOperator):
                     from airflow.sdk.exceptions import AirflowRescheduleException
 
                     raise AirflowRescheduleException(moment)
-                self.defer(trigger=PokeLaterTrigger(moment.isoformat(), state), method_name="resume")
+                watch_nodes = state.pop("watch_nodes", None) if name == "drain" else None
+                if watch_nodes:
+                    trigger: BaseTrigger = PodsOnNodesChangeTrigger(self.cluster_name, watch_nodes, moment.isoformat(), state)
+                else:
+                    trigger = PokeLaterTrigger(moment.isoformat(), state)
+                self.defer(trigger=trigger, method_name="resume")
             log.info("batch %d: %s done", index + 1, name)
             state["step"] += 1
         return {"batch": index + 1, "terminated": (state.get("terminated") or {}).get("terminated", [])}

@@ -61,7 +61,6 @@ SUSPENDED_PROCESSES = ("AZRebalance", "InstanceRefresh", "ScheduledActions")
 SUSPENDED_BY_TAG = "kube-maintenance.io/suspended-processes"
 PENDING_GRACE_SECONDS = 300.0
 # A poke watches evicted pods go for at most this long, then frees its worker slot.
-DRAIN_WAIT_PER_POKE_SECONDS = 60.0
 
 
 def _now() -> dt.datetime:
@@ -563,11 +562,13 @@ def _drain_deadline(node: Mapping[str, Any], timeout: int) -> dt.datetime:
 
 
 def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
-    """One pass of the batch's drain (a sensor poke): evict what is left, watch it go (bounded).
+    """One pass of the batch's drain: evict what is left, and see what is still there.
 
-    True once every node of the batch is empty; False to be poked again (a PDB not allowing yet).
-    The deadline counts from the cordon (an annotation on the node), so reschedules and retries
-    do not extend it.
+    True once every node of the batch is empty; False to look again, after a pod on the nodes
+    changed or the poke interval passed (a PDB not allowing yet): the batch then defers to a
+    trigger watching the nodes' pods (``watch_nodes`` in the batch's state), holding no worker.
+    The deadline counts from the cordon (an annotation on the node), so deferrals and retries do
+    not extend it.
     """
     params, rt = _params(cluster_name, context)
     batch = _batch(context, index)
@@ -588,19 +589,19 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
         if node is None or not _same_instance(node, planned):
             continue  # gone already (an earlier try terminated it), or the name is another instance's now
         deadline = _drain_deadline(node, params.drain_timeout_seconds)
-        wait = max(0.0, min(DRAIN_WAIT_PER_POKE_SECONDS, (deadline - _now()).total_seconds()))
+        wait = 0.0  # the watching is the trigger's (no worker slot held)
         opts = _drain_options(params, node)
         if opts.node_unreachable:
-            # No kubelet: nothing on the node will change, so there is nothing to watch; the next
-            # poke judges its pods again (those past the grace go to the pod GC).
-            wait = 0.0
+            # No kubelet: nothing on the node will change; the next look judges its pods again
+            # (those past the grace go to the pod GC).
             log.warning("%s is not Ready (its kubelet is gone?): pods terminating %ds past their grace are left to the pod GC", planned.name, params.skip_wait_for_delete_timeout_seconds)
         passes.append((planned, deadline, opts, wait))
     # The batch's nodes drain at once: a poke lasts one node's wait, not the batch's sum.
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(passes))) as pool:
         results = list(pool.map(lambda p: drain_pass(rt.kube, p[0].name, p[2], params.pod_grace_period_seconds, p[3]), passes))
     all_done = True
-    for (planned, deadline, _, _), result in zip(passes, results):
+    watch_nodes: list[str] = []
+    for (planned, deadline, opts, _), result in zip(passes, results):
         for decision in result.left_to_gc:
             log.info("%s: %s", decision.ref, decision.reason)
         if result.refusal or result.error:
@@ -613,12 +614,15 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
             log.info("%s drained", planned.name)
             continue
         all_done = False
+        if not opts.node_unreachable:
+            watch_nodes.append(planned.name)
         if _now() >= deadline:
             reasons = sorted(set(result.blocked.values())) or ["pods did not terminate in time"]
             fail(
                 f"drain of {planned.name} did not finish within {params.drain_timeout_seconds}s; "
                 f"{len(result.left)} pod(s) left ({', '.join(result.left[:10])}); blocked by: {'; '.join(reasons)}"
             )
+    batch_state(context)["watch_nodes"] = watch_nodes
     return all_done
 
 
