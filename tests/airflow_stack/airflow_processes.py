@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -313,6 +314,11 @@ class AirflowApi:
         body = self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False}).json()
         assert body["is_paused"] is False, body
 
+    def jobs(self, job_type: str) -> list[dict[str, Any]]:
+        """Airflow's jobs of one type (``TriggererJob``, ``SchedulerJob``, ...): one per process that ran
+        as it, with its id, hostname, state and heartbeat."""
+        return self.get("/jobs", job_type=job_type, limit=100)["jobs"]
+
     # ------------------------------------------------------------------------------------- runs
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """The DAG's runs, newest (by run_after) first."""
@@ -394,6 +400,12 @@ class AirflowApi:
             for try_number in range(1, int(ti.get("try_number") or 0) + 1):
                 logs[f"{_ti_key(ti)}#{try_number}"] = self.task_log(dag_id, run_id, ti["task_id"], try_number, ti.get("map_index", -1))
         return logs
+
+
+def trigger_log_jobs(text: str) -> set[int]:
+    """The triggerer jobs whose trigger logs a task log read through the REST API was merged from:
+    Airflow names each ``<try>.log.trigger.<triggerer job id>.log`` among the log's sources."""
+    return {int(job) for job in re.findall(r"\.log\.trigger\.(\d+)\.log", text)}
 
 
 def parse_audit(text: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import boto3
 import pytest
-from airflow_stack.airflow_processes import AirflowApi, parse_audit
+from airflow_stack.airflow_processes import AirflowApi, parse_audit, trigger_log_jobs
 from airflow_stack.deployment import Deployment
 from airflow_stack.sandbox_stack import Staging
 from test_cronjob_refresh import seeded_stale_jobs
@@ -106,18 +106,18 @@ def triggerer_heartbeat(deployment: Deployment) -> tuple[str, str | None]:
 def kill_triggerer_during_a_blocked_drain(deployment: Deployment, staging: Staging, dag_id: str, budget: str, noted: dict[str, Any]) -> Callable[[str], None]:
     """A ``during`` for ``run_and_read`` (the budget already refuses every eviction): SIGKILL the
     triggerer as the run starts, wait until the drain is stuck waiting (up for reschedule, or
-    deferred), start a new triggerer, let the drain wait a few pokes more with it, then let the budget
-    allow evictions again. Today's waits are reschedule sensors, so this shows the run does not depend
-    on the triggerer; with deferrable waits (issue 9, item 2) it is their kill-and-restart test."""
+    deferred: the batch defers between drain passes, and with no triggerer it stays deferred), start a
+    new triggerer, let the drain wait a few pokes more with it, then let the budget allow evictions
+    again: the batch's deferred wait survives the triggerer's death."""
 
     def during(run_id: str) -> None:
         api = deployment.api
         deployment.processes.stop_component("triggerer")
         noted["triggerer_killed_at"] = time.time()
         try:
-            drain = "batch_01.drain"
+            drain = "batch[0]"
             deadline = time.monotonic() + 120
-            while (state := api.task_states(dag_id, run_id).get(drain)) not in ("up_for_reschedule", "deferred"):
+            while (state := api.task_states(dag_id, run_id).get(drain)) != "deferred":
                 if time.monotonic() > deadline or api.dag_run(dag_id, run_id)["state"] in ("success", "failed"):
                     raise AssertionError(f"{drain} never waited on the blocked budget {budget}: {api.task_states(dag_id, run_id)}")
                 time.sleep(0.5)
@@ -234,8 +234,8 @@ def test_the_triggerer_killed_mid_wait_comes_back_and_the_run_still_succeeds(dep
     its drain waited on the budget: the run succeeded (``run_and_read`` checks it), the drain went on
     waiting with the new triggerer, which heartbeats (a triggerer job younger than the kill)."""
     noted = node_replaced.noted
-    assert noted["drain_when_triggerer_restarted"] in ("up_for_reschedule", "deferred"), noted
-    assert noted["drain_after_restart"] in ("up_for_reschedule", "deferred", "running", "scheduled", "queued"), noted
+    assert noted["drain_when_triggerer_restarted"] == "deferred", noted
+    assert noted["drain_after_restart"] in ("deferred", "running", "scheduled", "queued"), noted
 
     def healthy_again() -> bool:
         status, heartbeat = triggerer_heartbeat(deployment)
@@ -245,7 +245,18 @@ def test_the_triggerer_killed_mid_wait_comes_back_and_the_run_still_succeeds(dep
     assert triggerer_log(deployment).count("Starting log server on") == 2, "two triggerer processes wrote to its log, one after the other"
 
 
-def test_deferred_waits_run_in_the_triggerer(deployment: Deployment) -> None:
-    """Issue 9 item 2 (deferrable waits) is not built yet: no task defers, so there is nothing of
-    ours to see in the triggerer's log (``triggerer_log``); this is where that check goes."""
-    pytest.skip("no deferrable task yet (issue 9, item 2): nothing of ours runs in the triggerer")
+def test_deferred_waits_run_in_the_triggerer(deployment: Deployment, node_replaced: Finished) -> None:
+    """The node replacement's batch deferred between its looks at the cluster, and its triggers ran
+    in the triggerer started after the kill: the batch's log read through the REST API holds the
+    triggers' lines, merged from trigger logs of that triggerer's job (Airflow writes a trigger's log
+    beside the task's, named by the triggerer job that ran it, not in the triggerer's own output)."""
+    api = deployment.api
+    triggerers = api.jobs("TriggererJob")
+    assert len(triggerers) == 2, f"the first triggerer and the one started after the kill: {triggerers}"
+    after_kill = [j["id"] for j in triggerers if datetime.fromisoformat(j["start_date"]).timestamp() > node_replaced.noted["triggerer_killed_at"]]
+    assert len(after_kill) == 1, triggerers
+    batches = {key: text for key, text in api.run_logs(node_replaced.dag_id, node_replaced.run_id).items() if key.startswith("batch[")}
+    assert batches, "no batch task log"
+    text = "\n".join(batches.values())
+    assert "Trigger fired event" in text and " starting" in text, text[-3000:]
+    assert trigger_log_jobs(text) == set(after_kill), (trigger_log_jobs(text), triggerers)
