@@ -30,6 +30,7 @@ DAY = 86_400.0
 INSTALLED_AGE = 90 * DAY  # when the demo's namespaces and workloads were installed
 HELM = "Helm"
 CRONJOB_SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+MAINTENANCE_NAMESPACE = "kube-maintenance"
 # Team namespaces installed by Helm, with the team that owns each.
 HELM_NAMESPACES = {"shop": "storefront", "payments": "payments", "search": "search", "observability": "platform"}
 SCRATCH_NAMESPACE = "scratch"
@@ -275,6 +276,9 @@ class _Seeder:
         for name, team in HELM_NAMESPACES.items():
             self.namespace(name, {"app.kubernetes.io/managed-by": HELM, "team": team})
         self.namespace(SCRATCH_NAMESPACE, {})
+        # What applying deploy/kubernetes/rbac.yaml creates: the namespace of kube-maintenance's
+        # ServiceAccount and of the clusters' maintenance Lease (the registry's lock_namespace).
+        self.namespace(MAINTENANCE_NAMESPACE, {"app.kubernetes.io/name": "kube-maintenance"})
 
     def kube_system(self) -> None:
         ecr = f"602401143452.dkr.ecr.{self.region}.amazonaws.com"

@@ -13,8 +13,16 @@ from typing import Any
 from .k8s import LEASES, KubeApiError, KubeClient
 
 LOCK_NAME = "kube-maintenance-lock"
+# Runs put the Lease in the registry's ``lock_namespace`` (default ``kube-maintenance``, where
+# deploy/kubernetes/rbac.yaml's Role allows it); a ClusterLock made without one uses ``default``.
 LOCK_NAMESPACE = "default"
-LOCK_TARGET = f"lease/{LOCK_NAMESPACE}/{LOCK_NAME}"  # as audit lines name it
+
+
+def lock_target(namespace: str) -> str:
+    """The Lease as audit lines name it."""
+    return f"lease/{namespace}/{LOCK_NAME}"
+
+
 # Short: a run that dies frees its cluster within minutes. Every poke and every step that changes
 # something renews it (a poke lasts a minute at most), and a step that finds it lapsed stops.
 LEASE_DURATION_SECONDS = 600

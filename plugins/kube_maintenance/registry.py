@@ -22,7 +22,11 @@ OPERATIONS = ("node_replacement", "cronjob_refresh", "rollout_restart")
 # Never touched by any operation, whatever a registry or a form says.
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 DEFAULT_OWNER = "kube-maintenance"
+# Where the cluster's lock (a Lease) lives: the namespace deploy/kubernetes/rbac.yaml creates, so the
+# Role that lets us write it is granted there only.
+DEFAULT_LOCK_NAMESPACE = "kube-maintenance"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a namespace name (RFC 1123 label)
 _EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")  # EKS CreateCluster's name pattern
 
 
@@ -43,6 +47,7 @@ class ClusterConfig:
     description: str = ""
     owner: str = DEFAULT_OWNER  # shown as every task's owner in the Airflow UI
     eks_cluster_name: str | None = None  # reach the cluster through aws_conn_id's EKS access, not kubernetes_conn_id
+    lock_namespace: str = DEFAULT_LOCK_NAMESPACE  # the namespace of the cluster's maintenance Lease
 
     def operation(self, name: str) -> dict[str, Any]:
         """Per-operation settings (``enabled``, ``schedule`` and parameter defaults)."""
@@ -144,6 +149,9 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
         owner = raw.get("owner", DEFAULT_OWNER)
         if not isinstance(owner, str) or not owner.strip():
             raise RegistryError(f"{where}.owner: expected a team or person name, got {owner!r}")
+        lock_namespace = raw.get("lock_namespace", DEFAULT_LOCK_NAMESPACE)
+        if not isinstance(lock_namespace, str) or not _DNS_LABEL.match(lock_namespace):
+            raise RegistryError(f"{where}.lock_namespace: expected a namespace name (lower case letters, digits and '-', at most 63), got {lock_namespace!r}")
         ops = raw.get("operations", {})
         if not isinstance(ops, dict):
             raise RegistryError(f"{where}.operations: expected a mapping")
@@ -167,6 +175,7 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
                 description=str(raw.get("description", "")),
                 owner=owner.strip(),
                 eks_cluster_name=eks_name,
+                lock_namespace=lock_namespace,
             )
         )
     return Registry(int(version), tuple(clusters), source)

@@ -27,7 +27,6 @@ from .audit import AuditTrail
 from .k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
 from .rollout import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
 from .forms import run_conf
-from .lock import ClusterLock
 from .runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.rollout_restart")
@@ -402,7 +401,7 @@ def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: flo
         skip("dry run")
     the_shard = Shard.from_xcom(shard)
     renew_lock(rt)
-    lock = ClusterLock(rt.kube, rt.holder)
+    lock = rt.lock
     stop_checked = {"at": 0.0, "why": None}
 
     def may_start() -> str | None:

@@ -51,6 +51,13 @@ class TaskRuntime:
         record_event(self.kube, obj, reason, message, self.holder, event_type)
 
     @property
+    def lock(self) -> Any:
+        """This run's handle on the cluster's maintenance lock, in the registry's lock namespace."""
+        from .lock import ClusterLock
+
+        return ClusterLock(self.kube, self.holder, namespace=self.cluster.lock_namespace)
+
+    @property
     def holder(self) -> str:
         """Lock holder identity: the DAG run, so retries and re-runs of it find their own lock."""
         dag_run = self.context.get("dag_run")
@@ -105,38 +112,39 @@ def begin_run(rt: TaskRuntime, params: Any) -> None:
 
 def take_lock(rt: TaskRuntime, dry_run: bool) -> str:
     """Take the cluster's maintenance lock for this run (a dry run only logs that it would)."""
-    from .lock import LOCK_TARGET, ClusterBusy, ClusterLock
+    from .lock import ClusterBusy, lock_target
 
+    target = lock_target(rt.cluster.lock_namespace)
     if dry_run:
-        rt.audit.record("lock", LOCK_TARGET, after=rt.holder)
+        rt.audit.record("lock", target, after=rt.holder)
         return "dry run: no lock taken"
     try:
-        outcome = ClusterLock(rt.kube, rt.holder).acquire()
+        outcome = rt.lock.acquire()
     except ClusterBusy as exc:
         fail(str(exc))
-    rt.audit.record("lock", LOCK_TARGET, before=None, after=rt.holder, outcome=outcome)
+    rt.audit.record("lock", target, before=None, after=rt.holder, outcome=outcome)
     return outcome
 
 
 def renew_lock(rt: TaskRuntime) -> None:
     """Renew the run's lock before more writes; fail at once if the lock is no longer ours."""
-    from .lock import ClusterBusy, ClusterLock
+    from .lock import ClusterBusy
 
     try:
-        ClusterLock(rt.kube, rt.holder).renew()
+        rt.lock.renew()
     except ClusterBusy as exc:
         fail(str(exc))
 
 
 def drop_lock(rt: TaskRuntime, dry_run: bool) -> bool:
     """Release the lock if this run holds it; safe after any failure, bad input included."""
-    from .lock import LOCK_TARGET, ClusterLock
+    from .lock import lock_target
 
     if dry_run:
         return False
-    released = ClusterLock(rt.kube, rt.holder).release()
+    released = rt.lock.release()
     if released:
-        rt.audit.record("unlock", LOCK_TARGET, before=rt.holder, after=None)
+        rt.audit.record("unlock", lock_target(rt.cluster.lock_namespace), before=rt.holder, after=None)
     return released
 
 

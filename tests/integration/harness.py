@@ -30,8 +30,14 @@ def fast_world_config() -> SandboxConfig:
     )
 
 
-def registry_for(world: World, **operation_settings: dict[str, Any]) -> dict[str, Any]:
-    """A registry naming the world's clusters, windows always open, sensors poking every second."""
+# Where the suites written before the registry's ``lock_namespace`` look for the cluster's Lease.
+TEST_LOCK_NAMESPACE = "default"
+
+
+def registry_for(world: World, lock_namespace: str | None = TEST_LOCK_NAMESPACE, **operation_settings: dict[str, Any]) -> dict[str, Any]:
+    """A registry naming the world's clusters, windows always open, sensors poking every second.
+
+    ``lock_namespace`` None leaves the registry's default (``kube-maintenance``)."""
     clusters = []
     for name, member in world.clusters.items():
         ops = {
@@ -52,6 +58,7 @@ def registry_for(world: World, **operation_settings: dict[str, Any]) -> dict[str
                 "maintenance_window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "duration_minutes": 1440},
                 "protected_namespaces": [],
                 "operations": ops,
+                **({"lock_namespace": lock_namespace} if lock_namespace else {}),
             }
         )
     return {"version": 1, "clusters": clusters}
