@@ -43,6 +43,7 @@ class SandboxCluster:
         self.cloud: Any = None  # the EC2 / Auto Scaling bridge, when attached
         self.tls: Any = None  # a sandbox.tls.SandboxTls, set before start(): serve HTTPS with it
         self.authenticator: Any = None  # checks bearer tokens (sandbox.auth, sandbox.eks); None: accept all
+        self.authorizer: Any = None  # checks RBAC (sandbox.rbac.RbacAuthorizer); None: allow all
         self._load_modules()
         self.store.add_listener(self.manager.on_change)
         self.store.add_listener(self.monitor.on_change)

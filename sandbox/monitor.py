@@ -23,6 +23,7 @@ class RequestRecord:
     user_agent: str
     code: int
     user: str = ""  # the authenticated identity, on clusters that check tokens (sandbox.auth)
+    group: str = ""  # the API group of the resource ("" is the core group)
 
 
 class RequestLog:

@@ -201,7 +201,8 @@ class Handler(BaseHTTPRequestHandler):
             if route is None:
                 raise ApiError(404, "the server could not find the requested resource", reason="NotFound", details={})
             verb = self._verb(method, route, query, legacy_watch)
-            record.update(verb=verb, resource=route.resource_label, namespace=route.namespace or "", name=route.name or "")
+            record.update(verb=verb, resource=route.resource_label, group=route.rt.group, namespace=route.namespace or "", name=route.name or "")
+            self._authorize(verb, route, query, record.get("user", ""))
             self._inject_faults(verb, route)
             if verb in WRITE_VERBS and (route.namespace or (route.rt.key == NAMESPACES and route.name)) in self.cluster.config.protected_namespaces:
                 self.cluster.monitor.protected_write(verb, route.resource_label, route.namespace or route.name or "", route.name or "", user_agent)
@@ -239,6 +240,23 @@ class Handler(BaseHTTPRequestHandler):
                 verb = self._verb(method, route, query, legacy_watch)
                 record.update(verb=verb, resource=route.resource_label, namespace=route.namespace or "", name=route.name or "")
             raise ApiError(401, "Unauthorized") from None
+
+    def _authorize(self, verb: str, route: Route, query: dict[str, str], user: str) -> None:
+        """Authorize after authentication, as the API server does, when the cluster checks RBAC
+        (``sandbox.rbac``); a refusal is a 403 Status and is logged like any request."""
+        authorizer = self.cluster.authorizer
+        if authorizer is None:
+            return
+        from .rbac import Request
+
+        name = route.name or ""
+        if not name and verb in ("list", "watch", "deletecollection"):
+            # As the API server's RequestInfoFactory: a metadata.name field selector names the object.
+            for requirement in (query.get("fieldSelector") or "").split(","):
+                key, _, value = requirement.partition("=")
+                if key.strip() == "metadata.name":  # "=" or "=="; "!=" leaves "metadata.name!"
+                    name = value.removeprefix("=").strip()
+        authorizer.authorize(Request(user, verb, route.rt.group, route.rt.plural, route.subresource or "", route.namespace or "", name))
 
     @staticmethod
     def _verb(method: str, route: Route, query: dict[str, str], legacy_watch: bool) -> str:
