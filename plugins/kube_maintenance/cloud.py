@@ -75,6 +75,21 @@ class Cloud:
             for iid in instance_ids
         }
 
+    def instances_by_dns_name(self, names: list[str]) -> dict[str, tuple[str, str]]:
+        """(instance id, state) of the latest instance EC2 knows by each private DNS name (a node's
+        name); names EC2 does not know are left out."""
+        if not names:
+            return {}
+        self.calls += 1
+        found: dict[str, tuple[str, str, Any]] = {}
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=[{"Name": "private-dns-name", "Values": names}]):
+            for reservation in page.get("Reservations", []):
+                for inst in reservation.get("Instances", []):
+                    name = inst.get("PrivateDnsName")
+                    if name and (name not in found or inst["LaunchTime"] > found[name][2]):
+                        found[name] = (inst["InstanceId"], inst["State"]["Name"], inst["LaunchTime"])
+        return {name: (iid, state) for name, (iid, state, _) in found.items()}
+
     def groups(self, group_names: list[str]) -> dict[str, dict[str, Any]]:
         """The named Auto Scaling groups (capacity and instances), one call."""
         if not group_names:

@@ -93,6 +93,7 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> list[dict[
     begin_run(rt, params)
     now = _now()
     nodes, _ = rt.kube.list(NODES)
+    params = _without_nodes_already_gone(rt, params, {n["metadata"]["name"] for n in nodes})
     # Which Auto Scaling group each instance is in (needed to wait for the right replacement). A
     # node outside any is skipped with the reason and another takes its place: plan again, at most
     # once per such node.
@@ -170,6 +171,21 @@ def batch_label(index: int, nodes: list[str]) -> dict[str, Any]:
     names = ", ".join(n.split(".")[0] for n in nodes)
     label = f"batch {index + 1}: {names}"
     return {"index": index, "label": label if len(label) <= 120 else label[:117] + "..."}
+
+
+def _without_nodes_already_gone(rt: TaskRuntime, params: NodeReplacementParams, existing: set[str]) -> NodeReplacementParams:
+    """A named node that no longer exists because its instance was terminated (by this run before
+    it was cleared and run again, say) has been replaced: say so and leave it out. A name EC2 never
+    knew stays in, for the plan to refuse (a typo must not silently do nothing)."""
+    missing = [n for n in params.node_names if n not in existing]
+    if not missing:
+        return params
+    gone = {name: instance for name, (instance, state) in rt.cloud.instances_by_dns_name(missing).items() if state in GONE_STATES}
+    for name, instance in sorted(gone.items()):
+        rt.audit.record("plan-skip", f"node/{name}", after="already gone", outcome="skipped", why=f"its instance {instance} is terminated: replaced already")
+    if gone and len(gone) == len(params.node_names):
+        skip(f"nothing to replace: {', '.join(sorted(gone))} already gone (instances terminated)")
+    return replace(params, node_names=tuple(n for n in params.node_names if n not in gone))
 
 
 def _ready_instances(nodes: list[Mapping[str, Any]]) -> set[str]:
