@@ -538,6 +538,45 @@ def test_restarts_that_change_nothing_and_opted_out_objects_are_skipped_and_repo
         assert after[ref] == before[ref], f"{ref} untouched"
 
 
+def test_a_run_killed_mid_restart_and_run_again_restarts_each_workload_once(dag_runner: DagRunner, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill and resume: the restart task's process dies right after its first patch (nothing
+    recorded, the run ends and its cleanup runs); the operator clears the run and runs it again:
+    every workload ends restarted and rolled out, none twice, no lock left."""
+    from kube_maintenance import rollout_tasks
+
+    cluster = staging(world)
+    targets = workloads(cluster, ("shop", "search"))
+    before = pod_uids(cluster, targets)
+    original = rollout_tasks.KindRollout._restart
+
+    def dies_after_the_first_patch(self: Any, view: Any, obj: Any) -> bool:
+        original(self, view, obj)
+        raise RuntimeError("task process killed right after a restart patch")
+
+    dag_runner.set_registry(registry_for(world, rollout_restart={"retries": 0, "wait_per_poke_seconds": 1}))
+    conf = {"dry_run": False, "namespaces": ["search", "shop"], "max_concurrent_rollouts": 1}
+    same_run = {"logical_date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0)}
+    same_run["run_after"] = same_run["logical_date"]
+    seq = len(cluster.requests)
+    with monkeypatch.context() as patched:
+        patched.setattr(rollout_tasks.KindRollout, "_restart", dies_after_the_first_patch)
+        killed = dag_runner.run(DAG_FILE, DAG_ID, conf, **same_run)
+    assert killed.state == "failed" and "killed right after a restart patch" in killed.text()
+    assert cluster.store.try_get("leases.coordination.k8s.io", "default", "kube-maintenance-lock") is None
+    resumed = dag_runner.run(DAG_FILE, DAG_ID, conf, **same_run)
+    assert resumed.state == "success", (resumed.failed_tasks(), resumed.errors())
+    # One restart per workload across both runs: the killed run's patch is recognised (its
+    # restartedAt is after the run began), never sent again; at most one rolled-out mark more.
+    assert restarts(killed) == ["deployment/search/search-api"]
+    assert Counter(restarts(killed) + restarts(resumed)) == {ref: 1 for ref in targets}
+    patches = Counter(f"{r.namespace}/{r.name}" for r in our_writes(cluster, seq) if r.verb == "patch" and r.resource == "deployments")
+    assert all(1 <= patches[ref.split("/", 1)[1]] <= 2 for ref in targets), patches
+    after = pod_uids(cluster, targets)
+    for ref in targets:
+        assert after[ref] and not (after[ref] & before[ref]), f"{ref}: every pod replaced"
+    assert sorted(summary_of(resumed)["restarted"]) == sorted(targets)
+
+
 # -------------------------------------------------------------------------------- kubectl as the oracle
 ORACLE_NS = "rollouts"
 
