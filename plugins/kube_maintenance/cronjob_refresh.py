@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
@@ -38,6 +39,9 @@ INSTANTIATE_ANNOTATION = "cronjob.kubernetes.io/instantiate"
 # Ours, on each fresh Job: which CronJob template (UID/generation) it refreshes and which Jobs it replaces.
 REFRESH_OF_ANNOTATION = "kube-maintenance.io/refresh-of"
 REPLACES_ANNOTATION = "kube-maintenance.io/replaces"
+# On a CronJob, from just before its stale Jobs are deleted until its fresh Job exists: the fresh
+# Job is owed, so a run killed in between and run again still starts it (and only once).
+FRESH_JOB_OWED_ANNOTATION = "kube-maintenance.io/fresh-job-owed"
 # The job controller labels every pod of a Job with the Job's UID (Kubernetes >= 1.27).
 JOB_CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
@@ -308,6 +312,7 @@ class CronJobVerdict:
     fresh: list[str] = field(default_factory=list)  # this refresh's fresh Job, started by an earlier try (not in current)
     too_young: list[str] = field(default_factory=list)  # on an old image, but younger than min_job_age_minutes
     left_alone: dict[str, str] = field(default_factory=dict)  # stale Jobs kept anyway (completed work, suspended) -> why
+    owed_for: list[str] = field(default_factory=list)  # Jobs deleted for this template whose fresh Job is still owed
 
     @property
     def ref(self) -> str:
@@ -413,6 +418,7 @@ def judge_namespace(
             next_run=next_scheduled_job(cronjob, now),
             opted_out=opted_out({"kind": "CronJob", **cronjob}),
             unclear_opt_out=unclear_opt_out(cronjob),
+            owed_for=fresh_job_owed(cronjob, refresh_key(meta["uid"], int(meta.get("generation") or 0))),
         )
         for job in sorted(by_owner.get(meta["uid"], ()), key=lambda j: j["metadata"]["name"]):
             jm = job["metadata"]
@@ -433,6 +439,23 @@ def judge_namespace(
                     verdict.stale.append(stale)
         verdicts.append(verdict)
     return verdicts
+
+
+def fresh_job_owed(cronjob: Mapping[str, Any], key: str) -> list[str]:
+    """The Jobs deleted for the CronJob's current template whose fresh Job was not started yet (a
+    mark left by a refresh that died in between); a mark for an older template is no debt."""
+    raw = ((cronjob.get("metadata") or {}).get("annotations") or {}).get(FRESH_JOB_OWED_ANNOTATION)
+    try:
+        mark = json.loads(raw) if raw else {}
+    except ValueError:
+        return []
+    return sorted(mark.get("replaces") or ()) if isinstance(mark, dict) and mark.get("key") == key else []
+
+
+def fresh_job_owed_patch(key: str | None, replaces: list[str] | None = None) -> dict[str, Any]:
+    """The merge patch that marks (or, with no key, clears) a fresh Job owed (metadata only: no new generation)."""
+    value = json.dumps({"key": key, "replaces": sorted(replaces or ())}) if key else None
+    return {"metadata": {"annotations": {FRESH_JOB_OWED_ANNOTATION: value}}}
 
 
 # ----------------------------------------------------------------------------------------- schedule

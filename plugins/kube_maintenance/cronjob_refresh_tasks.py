@@ -25,8 +25,10 @@ from .cronjob_refresh import (
     CronJobRefreshParams,
     CronJobVerdict,
     StaleJob,
+    FRESH_JOB_OWED_ANNOTATION,
     cronjob_images,
     fresh_job_manifest,
+    fresh_job_owed_patch,
     fresh_job_name,
     image_differences,
     is_fresh_job_of,
@@ -205,8 +207,12 @@ def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: A
         skip("dry run: nothing deleted")
     verdicts = [CronJobVerdict.from_xcom(v) for v in judged.get("verdicts") or ()]
     todo = [v for v in verdicts if v.jobs_to_delete]
-    if not todo:
+    owed = [v.ref for v in verdicts if v.owed_for]
+    if not todo and not (owed and params.create_fresh_job):
         skip(f"no stale active Job in {', '.join(judged.get('namespaces') or ())}")
+    if owed:
+        # Nothing (more) to delete for them, but their fresh Jobs are still to start: go on.
+        log.info("fresh Job(s) owed since an earlier run deleted their stale Jobs: %s", ", ".join(owed))
     renew_lock(rt)
     result: dict[str, Any] = {
         "index": judged.get("index"),
@@ -220,6 +226,11 @@ def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: A
     for verdict in todo:
         # Read afresh once per CronJob: suspended or changed since it was judged?
         cronjob = rt.kube.get_or_none(CRONJOBS, verdict.name, verdict.namespace)
+        if cronjob is not None and params.create_fresh_job and not verdict.why_no_fresh_job:
+            # Say on the CronJob that a fresh Job is owed before its Jobs go: a run killed between
+            # the deletion and the creation, run again, finds it so and starts it.
+            key = refresh_key(verdict.uid, verdict.generation)
+            rt.kube.patch(CRONJOBS, verdict.name, fresh_job_owed_patch(key, [j.ref for j in verdict.jobs_to_delete]), verdict.namespace)
         for job in verdict.jobs_to_delete:
             outcome, entry = _delete_if_still_stale(rt, params, verdict, cronjob, job)
             result[outcome].append(entry)
@@ -344,6 +355,10 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
     replaced: dict[str, list[str]] = {}
     for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
         replaced.setdefault(entry["cronjob_uid"], []).append(f"{entry['namespace']}/{entry['name']}")
+    for verdict in verdicts.values():
+        if verdict.owed_for and not verdict.opted_out and not verdict.suspended:
+            # Deleted by an earlier try or run that died before starting the fresh Job.
+            replaced[verdict.uid] = sorted(set(replaced.get(verdict.uid, [])) | set(verdict.owed_for))
     # A stale Job judged again and left (still running) keeps its place: no fresh Job beside it.
     still_running = {entry["cronjob_uid"]: f"{entry['namespace']}/{entry['name']}" for entry in deletion.get("changed") or ()}
     if not replaced:
@@ -376,6 +391,7 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
                 if any(is_fresh_job_of(j, verdict.uid, key) for j in namespace_jobs):
                     rt.audit.record("create-job", target, before=None, after="exists", outcome="skipped", why="already created by an earlier try", new_images=cronjob_images(cronjob), **detail)
                     result["existing"].append(target)
+                    _settle_debt(rt, verdict, cronjob)
                     continue
                 now = judge_namespace([cronjob], namespace_jobs, params, _now())[0]
                 why_not = why_no_fresh_job(now.concurrency_policy, now.current, now.next_run)
@@ -383,6 +399,7 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
             log.info("no fresh Job for CronJob %s: %s", verdict.ref, why_not)
             rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why_not, next_run=verdict.next_run, new_images=verdict.images, **detail)
             result["not_created"].append({"namespace": verdict.namespace, "name": name, "cronjob": verdict.ref, "why": why_not, "next_run": verdict.next_run})
+            _settle_debt(rt, verdict, cronjob)
             continue
         body = fresh_job_manifest(cronjob, name, sorted(jobs), key)
         new_images = cronjob_images(cronjob)
@@ -400,11 +417,24 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
                 log.warning("not creating %s: %s", target, why)
                 rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why, new_images=new_images, **detail)
                 result["not_created"].append({"namespace": verdict.namespace, "name": name, "cronjob": verdict.ref, "why": why, "next_run": verdict.next_run})
+            _settle_debt(rt, verdict, cronjob)
             continue
         rt.audit.record("create-job", target, before=None, after="created", new_images=new_images, **detail)
         rt.event(cronjob, "FreshJobCreated", f"Created Job {name} from the current template ({_images_text(new_images)}) in place of {', '.join(sorted(jobs))}")
         result["created"].append(target)
+        _settle_debt(rt, verdict, cronjob)
     return result
+
+
+def _settle_debt(rt: TaskRuntime, verdict: CronJobVerdict, cronjob: Mapping[str, Any] | None) -> None:
+    """The fresh Job is created now or will not be (the rules say no): the CronJob owes none."""
+    marked = cronjob if cronjob is not None else rt.kube.get_or_none(CRONJOBS, verdict.name, verdict.namespace)
+    if marked is not None and FRESH_JOB_OWED_ANNOTATION in ((marked.get("metadata") or {}).get("annotations") or {}):
+        try:
+            rt.kube.patch(CRONJOBS, verdict.name, fresh_job_owed_patch(None), verdict.namespace)
+        except KubeApiError as err:
+            if err.status != 404:
+                raise
 
 
 # ----------------------------------------------------------------------------------------------- finish

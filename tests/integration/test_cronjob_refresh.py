@@ -628,3 +628,50 @@ def test_kubectl_describe_shows_what_the_run_did(dag_runner: DagRunner, world: W
     ).stdout
     events = [line.split() for line in described.split("Events:", 1)[1].splitlines() if "kube-maintenance" in line]
     assert sorted(line[1] for line in events) == ["FreshJobCreated", "StaleJobDeleted"], described
+
+
+@pytest.mark.parametrize("point", ["between-deletion-and-creation", "mid-deletion"])
+def test_a_run_killed_between_deletion_and_creation_and_run_again_starts_each_fresh_job_once(
+    dag_runner: DagRunner, world: World, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    """Kill and resume: the task process dies after the stale Jobs went (or after the first of
+    them) and before any fresh Job started; the operator clears the run and runs it again: every
+    stale Job is gone, each CronJob gets exactly one fresh Job, and none owes one any more."""
+    import datetime as dt
+
+    from kube_maintenance import cronjob_refresh_tasks
+    from kube_maintenance.cronjob_refresh import FRESH_JOB_OWED_ANNOTATION
+
+    store = world.clusters["staging"].cluster.store
+    keep_fresh_jobs_running(store)
+    allow_concurrency(store)
+    stale = seeded_stale_jobs(store)
+    dag_runner.set_registry(registry_for(world, cronjob_refresh={"retries": 0}))
+    conf = {"dry_run": False, "create_fresh_job": True, "pods_gone_timeout_seconds": 60}
+    same_run = {"logical_date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0)}
+    same_run["run_after"] = same_run["logical_date"]
+    with monkeypatch.context() as patched:
+        if point == "between-deletion-and-creation":
+            patched.setattr(cronjob_refresh_tasks, "create_fresh_jobs", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed before the fresh Jobs")))
+        else:
+            original = cronjob_refresh_tasks._delete_if_still_stale
+
+            def dies_after_one(*args: Any, **kwargs: Any) -> Any:
+                original(*args, **kwargs)
+                raise RuntimeError("killed after one deletion")
+
+            patched.setattr(cronjob_refresh_tasks, "_delete_if_still_stale", dies_after_one)
+        killed = dag_runner.run(DAG_FILE, DAG_ID, conf, **same_run)
+    assert killed.state == "failed" and "killed " in killed.text()
+    assert [f"job/{ref}" for ref in stale if store.try_get(JOBS, *ref.split("/")) is None], "the kill came after a deletion"
+    assert not [c for c in store.iter(CRONJOBS) if fresh_jobs_of(store, c)], "no fresh Job before the re-run"
+
+    resumed = dag_runner.run(DAG_FILE, DAG_ID, conf, **same_run)
+    assert resumed.state == "success", (resumed.failed_tasks(), resumed.errors())
+    assert all(store.try_get(JOBS, *ref.split("/")) is None for ref in stale), "every stale Job is gone"
+    for namespace, name in SEEDED.items():
+        cron = store.get(CRONJOBS, namespace, name)
+        assert len(fresh_jobs_of(store, cron)) == 1, f"{namespace}/{name}: one fresh Job, not zero, not two"
+        assert FRESH_JOB_OWED_ANNOTATION not in (cron["metadata"].get("annotations") or {}), "the debt is settled"
+    created = [l for run in (killed, resumed) for l in run.audit if l["action"] == "create-job" and l["outcome"] == "done"]
+    assert len(created) == len(SEEDED), created
