@@ -428,6 +428,8 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
 
 def _settle_debt(rt: TaskRuntime, verdict: CronJobVerdict, cronjob: Mapping[str, Any] | None) -> None:
     """The fresh Job is created now or will not be (the rules say no): the CronJob owes none."""
+    if not verdict.owed_for and verdict.why_no_fresh_job:
+        return  # never marked: the deletion marks only CronJobs whose rules allow a fresh Job
     marked = cronjob if cronjob is not None else rt.kube.get_or_none(CRONJOBS, verdict.name, verdict.namespace)
     if marked is not None and FRESH_JOB_OWED_ANNOTATION in ((marked.get("metadata") or {}).get("annotations") or {}):
         try:
