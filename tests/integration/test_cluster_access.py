@@ -206,3 +206,51 @@ def test_in_cluster_is_exclusive_with_a_kubeconfig(ways_in: World, monkeypatch: 
     monkeypatch.setenv("AIRFLOW_CONN_K8S_BOTH", json.dumps(conn))
     with pytest.raises(ValueError, match="mutually exclusive"):
         KubeClient.from_connection("k8s_both", "production")
+
+
+def _xcom_values(dag_ids: list[str]) -> str:
+    """Every XCom the runs of these DAGs left in Airflow's database, as text."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return "\n".join(json.dumps(x.value, default=str) for x in session.scalars(select(XComModel).where(XComModel.dag_id.in_(dag_ids))))
+
+
+def test_no_token_kubeconfig_or_signed_url_reaches_a_log_an_xcom_or_an_audit_line(ways_in: World, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """Secrets stay secret (issue 11, item 5): real runs of the three DAGs on an EKS cluster (tokens
+    made from presigned STS URLs) and a dry run through an in-cluster service account token; then
+    everything the runs wrote (task logs, audit lines, XComs) is searched for the credentials."""
+    runner = DagRunner(ways_in, tmp_path, monkeypatch, capfd)
+    registry = registry_for(ways_in)
+    reach_cluster(registry, "staging", eks_cluster_name="staging")
+    reach_cluster(registry, "production", kubernetes_conn_id="k8s_production_in_cluster")
+    runner.set_registry(registry)
+    staging = ways_in.clusters["staging"].cluster
+    victim = sorted(n["metadata"]["name"] for n in staging.store.iter(NODES))[0]
+    results = [
+        runner.run("rollout_restart.py", "rollout_restart__staging", {"dry_run": False, "namespaces": ["shop"]}),
+        runner.run("cronjob_refresh.py", "cronjob_refresh__staging", {"dry_run": False}),
+        runner.run("node_replacement.py", "node_replacement__staging", {"dry_run": False, "node_names": [victim], "force_unmanaged_pods": True, "delete_emptydir_data": True}),
+        runner.run("rollout_restart.py", "rollout_restart__production", {"dry_run": True, "namespaces": ["shop"]}),
+    ]
+    for result in results:
+        assert result.state == "success", (result.failed_tasks(), result.errors())
+    written = "\n".join(["\n".join(r.logs) for r in results] + [json.dumps(r.audit) for r in results])
+    written += "\n" + _xcom_values(["rollout_restart__staging", "cronjob_refresh__staging", "node_replacement__staging", "rollout_restart__production"])
+    for path in tmp_path.glob("*.log"):  # the runner's post-mortem copies of every run's output
+        written += "\n" + path.read_text(errors="replace")
+    kubeconfig = staging.kubeconfig()
+    secrets = {
+        "an EKS token": "k8s-aws-v1.",
+        "a presigned URL's signature": "X-Amz-Signature",
+        "a presigned URL's credential": "X-Amz-Credential",
+        "the service account token": "sa-token-airflow-worker",
+        "the kubeconfig's admin token": kubeconfig["users"][0]["user"]["token"],
+        "the kubeconfig's CA data": kubeconfig["clusters"][0]["cluster"].get("certificate-authority-data", "")[:40] or "-no-ca-data-",
+        "a private key": "PRIVATE KEY",
+    }
+    assert len(written) > 10_000, "the runs' output was captured"
+    leaked = sorted(what for what, text in secrets.items() if text and text in written)
+    assert not leaked, f"found in logs, audit lines or XComs: {leaked}"
