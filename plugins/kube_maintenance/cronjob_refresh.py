@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 
 from .images import pinned_digest, running_digest, same_image
 from .optout import opted_out, unclear_opt_out
@@ -463,6 +462,8 @@ def _schedule_and_zone(cronjob: Mapping[str, Any]) -> tuple[str, dt.tzinfo]:
     """The cron expression and its time zone: ``spec.timeZone``, or a ``CRON_TZ=``/``TZ=`` prefix of
     the schedule (which the controller still honours), else UTC (the controller's own zone, UTC on
     managed control planes). Raises ValueError for a zone or schedule the controller would refuse."""
+    from croniter import croniter  # in the task: the DAG file, which imports this module, never needs it
+
     spec = cronjob.get("spec") or {}
     schedule = (spec.get("schedule") or "").strip()
     zone_name = spec.get("timeZone")
@@ -487,6 +488,8 @@ def next_scheduled_job(cronjob: Mapping[str, Any], now: dt.datetime) -> str:
     Job was running when it came starts it as soon as its active Jobs are gone; otherwise the next
     schedule time, in the CronJob's time zone.
     """
+    from croniter import croniter
+
     spec = cronjob.get("spec") or {}
     if spec.get("suspend"):
         return "none while the CronJob is suspended"

@@ -599,25 +599,25 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
             fail(f"drain of batch {index + 1} did not start within {params.drain_timeout_seconds}s: no Ready pod elsewhere yet for {', '.join(waiting)}")
         log.info("waiting for a Ready pod off the batch's nodes before draining: %s", ", ".join(waiting))
         return False
-    passes: list[tuple[PlannedNode, dt.datetime, drain_rules.DrainOptions, float]] = []
+    passes: list[tuple[PlannedNode, dt.datetime, drain_rules.DrainOptions]] = []
     for planned in batch:
         node = rt.kube.get_or_none(NODES, planned.name)
         if node is None or not _same_instance(node, planned):
             continue  # gone already (an earlier try terminated it), or the name is another instance's now
         deadline = _drain_deadline(node, params.drain_timeout_seconds)
-        wait = 0.0  # the watching is the trigger's (no worker slot held)
         opts = _drain_options(params, node)
         if opts.node_unreachable:
             # No kubelet: nothing on the node will change; the next look judges its pods again
             # (those past the grace go to the pod GC).
             log.warning("%s is not Ready (its kubelet is gone?): pods terminating %ds past their grace are left to the pod GC", planned.name, params.skip_wait_for_delete_timeout_seconds)
-        passes.append((planned, deadline, opts, wait))
-    # The batch's nodes drain at once: a poke lasts one node's wait, not the batch's sum.
+        passes.append((planned, deadline, opts))
+    # The batch's nodes drain at once, none waiting inside the pass: the watching is the
+    # trigger's (no worker slot held).
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(passes))) as pool:
-        results = list(pool.map(lambda p: drain_pass(rt.kube, p[0].name, p[2], params.pod_grace_period_seconds, p[3]), passes))
+        results = list(pool.map(lambda p: drain_pass(rt.kube, p[0].name, p[2], params.pod_grace_period_seconds, 0.0), passes))
     all_done = True
     watch_nodes: list[str] = []
-    for (planned, deadline, opts, _), result in zip(passes, results):
+    for (planned, deadline, opts), result in zip(passes, results):
         for decision in result.left_to_gc:
             log.info("%s: %s", decision.ref, decision.reason)
         if result.refusal or result.error:

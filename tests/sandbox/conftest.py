@@ -5,8 +5,19 @@ from typing import Iterator
 
 import pytest
 
+from sandbox.aws import MotoServer
 from sandbox.cluster import SandboxCluster
 from sandbox.testing import fast_config
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    """One in-process moto server per test module (EC2, Auto Scaling, STS, EKS)."""
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

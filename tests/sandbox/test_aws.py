@@ -27,15 +27,6 @@ REGION = "eu-west-1"
 DAY = 86_400
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _new_cluster(**config: Any) -> SandboxCluster:
     # Clusters share the module's moto server: unique names keep their groups and VPCs apart.
     cluster = SandboxCluster(f"c{uuid.uuid4().hex[:8]}", fast_config(**config))

@@ -26,15 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 REGION = "eu-west-1"
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def eks_cluster(moto: MotoServer) -> Iterator[SandboxCluster]:
     cluster = SandboxCluster("blue", fast_config())
