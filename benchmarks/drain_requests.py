@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
-from kube_maintenance.drain import DrainOptions  # noqa: E402
-from kube_maintenance.k8s import NODES, STRATEGIC_MERGE_PATCH, KubeClient  # noqa: E402
-from kube_maintenance.node_ops import drain_pass  # noqa: E402
+from kube_maintenance.node_replacement.drain import DrainOptions  # noqa: E402
+from kube_maintenance.core.k8s import NODES, STRATEGIC_MERGE_PATCH, KubeClient  # noqa: E402
+from kube_maintenance.node_replacement.node_ops import drain_pass  # noqa: E402
 from sandbox.cluster import SandboxCluster  # noqa: E402
 from sandbox.config import SandboxConfig  # noqa: E402
 from sandbox.resources import REPLICASETS  # noqa: E402

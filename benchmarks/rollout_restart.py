@@ -32,11 +32,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
-from kube_maintenance import rollout as rules  # noqa: E402
-from kube_maintenance.audit import AuditTrail  # noqa: E402
-from kube_maintenance.k8s import KubeClient  # noqa: E402
-from kube_maintenance.registry import SYSTEM_NAMESPACES  # noqa: E402
-from kube_maintenance.rollout_tasks import ShardResult, make_plan, roll_shard  # noqa: E402
+from kube_maintenance.rollout_restart import decisions as rules  # noqa: E402
+from kube_maintenance.core.audit import AuditTrail  # noqa: E402
+from kube_maintenance.core.k8s import KubeClient  # noqa: E402
+from kube_maintenance.core.registry import SYSTEM_NAMESPACES  # noqa: E402
+from kube_maintenance.rollout_restart.tasks import ShardResult, make_plan, roll_shard  # noqa: E402
 from sandbox.cluster import SandboxCluster  # noqa: E402
 from sandbox.config import SandboxConfig  # noqa: E402
 from sandbox.resources import DEPLOYMENTS, NAMESPACES  # noqa: E402

@@ -2,8 +2,8 @@
 
 (The words "airflow" and "dag" in this file are what Airflow's safe-mode parser looks for.)
 """
-from kube_maintenance.cronjob_refresh_dag import cronjob_refresh_dag
-from kube_maintenance.registry import load_registry
+from kube_maintenance.cronjob_refresh.dag import cronjob_refresh_dag
+from kube_maintenance.core.registry import load_registry
 
 for _cluster in load_registry().clusters:
     if _cluster.enabled("cronjob_refresh"):

@@ -113,7 +113,7 @@ class DagRunner:
     def run(self, dag_file: str, dag_id: str, conf: dict[str, Any], **test_options: Any) -> RunResult:
         """``test_options`` go to ``dag.test`` (e.g. the same ``logical_date`` and ``run_after`` twice:
         the second call clears and re-runs the same run, as "Clear" in the UI does)."""
-        from kube_maintenance.audit import parse_audit_lines
+        from kube_maintenance.core.audit import parse_audit_lines
 
         dags = runpy.run_path(str(REPO / "dags" / dag_file))
         dag = dags[dag_id]

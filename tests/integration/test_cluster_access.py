@@ -13,10 +13,10 @@ from sandbox.__main__ import airflow_connections
 from sandbox.resources import NODES, PODS
 from sandbox.scenario import World, start_world
 
-from kube_maintenance.k8s import NODES as NODE_REF
-from kube_maintenance.k8s import PODS as POD_REF
-from kube_maintenance.k8s import KubeApiError, KubeClient, RetryPolicy
-from kube_maintenance.registry import ClusterConfig, parse_registry
+from kube_maintenance.core.k8s import NODES as NODE_REF
+from kube_maintenance.core.k8s import PODS as POD_REF
+from kube_maintenance.core.k8s import KubeApiError, KubeClient, RetryPolicy
+from kube_maintenance.core.registry import ClusterConfig, parse_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -148,7 +148,7 @@ def test_a_dag_run_works_through_each_way_in(form: str, ways_in: World, airflow_
 
 
 def test_an_eks_token_is_renewed_inside_one_client_and_a_long_run_keeps_working(ways_in: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kube_maintenance import eks
+    from kube_maintenance.core import eks
 
     authenticator = ways_in.clusters["staging"].cluster.authenticator
     authenticator.token_lifetime_seconds = 4  # EKS: 15 minutes
@@ -167,7 +167,7 @@ def test_an_eks_token_is_renewed_inside_one_client_and_a_long_run_keeps_working(
 
 
 def test_a_stale_token_is_refused_with_401_and_replaced_once(ways_in: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kube_maintenance import eks
+    from kube_maintenance.core import eks
 
     authenticator = ways_in.clusters["staging"].cluster.authenticator
     authenticator.token_lifetime_seconds = 2

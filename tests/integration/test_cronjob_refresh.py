@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kube_maintenance import k8s
-from kube_maintenance.cronjob_refresh import (
+from kube_maintenance.core import k8s
+from kube_maintenance.cronjob_refresh.decisions import (
     INSTANTIATE_ANNOTATION,
     JOB_CONTROLLER_UID_LABEL,
     REFRESH_OF_ANNOTATION,
@@ -640,8 +640,8 @@ def test_a_run_killed_between_deletion_and_creation_and_run_again_starts_each_fr
     stale Job is gone, each CronJob gets exactly one fresh Job, and none owes one any more."""
     import datetime as dt
 
-    from kube_maintenance import cronjob_refresh_tasks
-    from kube_maintenance.cronjob_refresh import FRESH_JOB_OWED_ANNOTATION
+    from kube_maintenance.cronjob_refresh import tasks as cronjob_refresh_tasks
+    from kube_maintenance.cronjob_refresh.decisions import FRESH_JOB_OWED_ANNOTATION
 
     store = world.clusters["staging"].cluster.store
     keep_fresh_jobs_running(store)

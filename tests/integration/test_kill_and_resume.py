@@ -17,7 +17,9 @@ from typing import Any, Callable, Iterator
 import boto3
 import pytest
 
-from kube_maintenance import cloud, node_ops, node_replacement
+from kube_maintenance.core import cloud
+from kube_maintenance.node_replacement import node_ops
+from kube_maintenance.node_replacement import tasks as node_replacement
 from sandbox.aws import NodeGroup
 from sandbox.resources import NODES
 from sandbox.scenario import ClusterPlan, World, start_world

@@ -122,7 +122,7 @@ class AwsCall:
 def record_aws_calls(monkeypatch: pytest.MonkeyPatch) -> list[AwsCall]:
     """Every API call node replacement's own clients make (an event hook on each client Cloud builds;
     the sandbox's poller and the test's clients are not counted)."""
-    from kube_maintenance import cloud
+    from kube_maintenance.core import cloud
 
     calls: list[AwsCall] = []
     original = cloud.Cloud.__init__
@@ -335,7 +335,7 @@ def run_the_three_dags(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyP
     # - a run that fails between a surge launch and its attach (here Auto Scaling refuses the
     #   attach): its cleanup terminates the instance no group counts (ec2:TerminateInstances).
     from botocore.exceptions import ClientError
-    from kube_maintenance import cloud
+    from kube_maintenance.core import cloud
 
     def attach_refused(self: Any, group_name: str, instance_ids: list[str]) -> None:
         raise ClientError({"Error": {"Code": "ValidationError", "Message": "simulated: the group is at its maximum size"}}, "AttachInstances")

@@ -6,8 +6,8 @@ import datetime as dt
 import pytest
 from kubernetes import config
 
-from kube_maintenance.k8s import KubeClient
-from kube_maintenance.lock import LOCK_NAME, ClusterBusy, ClusterLock
+from kube_maintenance.core.k8s import KubeClient
+from kube_maintenance.core.lock import LOCK_NAME, ClusterBusy, ClusterLock
 from sandbox.cluster import SandboxCluster
 
 pytestmark = pytest.mark.timeout(60)

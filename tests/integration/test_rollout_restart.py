@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from kube_maintenance import rollout as rules
+from kube_maintenance.rollout_restart import decisions as rules
 from sandbox.aws import _backdate
 from sandbox.cluster import SandboxCluster
 from sandbox.config import NEVER_READY_ANNOTATION
@@ -542,7 +542,7 @@ def test_a_run_killed_mid_restart_and_run_again_restarts_each_workload_once(dag_
     """Kill and resume: the restart task's process dies right after its first patch (nothing
     recorded, the run ends and its cleanup runs); the operator clears the run and runs it again:
     every workload ends restarted and rolled out, none twice, no lock left."""
-    from kube_maintenance import rollout_tasks
+    from kube_maintenance.rollout_restart import tasks as rollout_tasks
 
     cluster = staging(world)
     targets = workloads(cluster, ("shop", "search"))
@@ -612,8 +612,8 @@ def test_our_judgement_is_kubectl_rollout_status(tmp_path: Path) -> None:
         pytest.skip("kubectl is not installed")
     from kubernetes import config as kube_config
 
-    from kube_maintenance.k8s import KubeClient
-    from kube_maintenance.rollout_tasks import KIND_REFS
+    from kube_maintenance.core.k8s import KubeClient
+    from kube_maintenance.rollout_restart.tasks import KIND_REFS
 
     cluster = SandboxCluster("oracle")  # no controllers running: the statuses stay as written
     cluster.bootstrap()

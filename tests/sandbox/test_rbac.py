@@ -134,8 +134,8 @@ def test_a_service_account_without_the_role_gets_the_api_servers_403(rbac_cluste
 
 
 def test_the_lease_is_writable_in_the_lock_namespace_only(rbac_cluster: SandboxCluster) -> None:
-    from kube_maintenance.k8s import KubeApiError, KubeClient
-    from kube_maintenance.lock import ClusterLock
+    from kube_maintenance.core.k8s import KubeApiError, KubeClient
+    from kube_maintenance.core.lock import ClusterLock
     from kubernetes import client
 
     rbac_cluster.store.create("namespaces", {"metadata": {"name": "kube-maintenance"}})

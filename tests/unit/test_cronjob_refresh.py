@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from kube_maintenance.cronjob_refresh import (
+from kube_maintenance.cronjob_refresh.decisions import (
     INSTANTIATE_ANNOTATION,
     JOB_CONTROLLER_UID_LABEL,
     MAX_NAMESPACE_GROUPS,
@@ -23,9 +23,9 @@ from kube_maintenance.cronjob_refresh import (
     select_namespaces,
     shard,
 )
-from kube_maintenance.images import normalise_image, running_digest
-from kube_maintenance.node_plan import ParamError
-from kube_maintenance.registry import RegistryError
+from kube_maintenance.cronjob_refresh.images import normalise_image, running_digest
+from kube_maintenance.node_replacement.plan import ParamError
+from kube_maintenance.core.registry import RegistryError
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -76,7 +76,7 @@ def test_compose_settings_match_the_distributed_test() -> None:
 
 def _third_party_imports() -> set[str]:
     names = set()
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names |= {a.name.split(".")[0] for a in node.names}
@@ -105,4 +105,4 @@ def test_the_wheel_holds_the_package_and_nothing_else(tmp_path: Path) -> None:
     [wheel] = tmp_path.glob("kube_maintenance-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     modules = {n for n in names if n.endswith(".py")}
-    assert modules == {f"kube_maintenance/{p.name}" for p in PACKAGE.glob("*.py")}, "every module of the package, and only those (no sandbox, tests or benchmarks)"
+    assert modules == {f"kube_maintenance/{p.relative_to(PACKAGE).as_posix()}" for p in PACKAGE.rglob("*.py")}, "every module of the package, and only those (no sandbox, tests or benchmarks)"

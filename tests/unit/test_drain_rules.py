@@ -1,7 +1,7 @@
 """What a drain evicts, skips or refuses, as kubectl drain --ignore-daemonsets decides."""
 from __future__ import annotations
 
-from kube_maintenance import drain as d
+from kube_maintenance.node_replacement import drain as d
 
 
 def pod(name: str, owner: str | None = "ReplicaSet", **extra: object) -> dict:

@@ -8,7 +8,7 @@ import urllib.parse
 import boto3
 import pytest
 
-from kube_maintenance.eks import TOKEN_PREFIX, EksTokenSource
+from kube_maintenance.core.eks import TOKEN_PREFIX, EksTokenSource
 
 STS_URL = "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15"
 

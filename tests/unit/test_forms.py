@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from kube_maintenance.forms import form_defaults, run_conf
-from kube_maintenance.node_plan import NodeReplacementParams
-from kube_maintenance.cronjob_refresh import CronJobRefreshParams
-from kube_maintenance.rollout import RolloutRestartParams
+from kube_maintenance.core.forms import form_defaults, run_conf
+from kube_maintenance.node_replacement.plan import NodeReplacementParams
+from kube_maintenance.cronjob_refresh.decisions import CronJobRefreshParams
+from kube_maintenance.rollout_restart.decisions import RolloutRestartParams
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = ("node_replacement", "cronjob_refresh", "rollout_restart")

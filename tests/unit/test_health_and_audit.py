@@ -4,8 +4,8 @@ import datetime as dt
 import logging
 from types import SimpleNamespace
 
-from kube_maintenance.audit import AUDIT_MARKER, AuditTrail, parse_audit_lines
-from kube_maintenance.health import preflight_report, validation_report
+from kube_maintenance.core.audit import AUDIT_MARKER, AuditTrail, parse_audit_lines
+from kube_maintenance.node_replacement.health import preflight_report, validation_report
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
 

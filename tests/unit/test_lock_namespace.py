@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from kube_maintenance.audit import AuditTrail
-from kube_maintenance.lock import lock_target
-from kube_maintenance.registry import RegistryError, parse_registry
-from kube_maintenance.runtime import TaskRuntime
+from kube_maintenance.core.audit import AuditTrail
+from kube_maintenance.core.lock import lock_target
+from kube_maintenance.core.registry import RegistryError, parse_registry
+from kube_maintenance.core.runtime import TaskRuntime
 
 from .test_registry import GOOD
 

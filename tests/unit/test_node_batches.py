@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from kube_maintenance import node_replacement as op
-from kube_maintenance.node_plan import CORDONED_BY_ANNOTATION, Plan, PlannedNode
+from kube_maintenance.node_replacement import tasks as op
+from kube_maintenance.node_replacement.plan import CORDONED_BY_ANNOTATION, Plan, PlannedNode
 
 HOLDER = "node_replacement__staging/manual__1"
 

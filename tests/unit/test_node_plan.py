@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from kube_maintenance.node_plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, plan_replacement, surge_placement_problems, surge_problems
+from kube_maintenance.node_replacement.plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, Plan, PlannedNode, plan_replacement, surge_placement_problems, surge_problems
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -155,7 +155,7 @@ def test_a_node_outside_any_auto_scaling_group_is_skipped_and_another_takes_its_
 
 
 def test_drift_is_any_difference_from_what_the_group_launches_now() -> None:
-    from kube_maintenance.drift import GroupTemplate, LaunchedInstance, drift_reasons
+    from kube_maintenance.node_replacement.drift import GroupTemplate, LaunchedInstance, drift_reasons
 
     now = GroupTemplate("lt-1", "3", "ami-new", "m5.large")
     assert drift_reasons(LaunchedInstance("lt-1", "3", "ami-new", "m5.large"), now) == []

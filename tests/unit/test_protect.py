@@ -1,7 +1,7 @@
 """Which Deployments a batch's drain would leave with no Ready pod, and how they are scaled back."""
 from __future__ import annotations
 
-from kube_maintenance.protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, scale_back_to
+from kube_maintenance.node_replacement.protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, scale_back_to
 
 LABELS = {"app": "web"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kube_maintenance.registry import SYSTEM_NAMESPACES, RegistryError, load_registry, parse_registry
+from kube_maintenance.core.registry import SYSTEM_NAMESPACES, RegistryError, load_registry, parse_registry
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = {
@@ -94,7 +94,7 @@ def test_unsupported_version_and_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_a_task_for_a_cluster_the_registry_no_longer_lists_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kube_maintenance.runtime import runtime_for
+    from kube_maintenance.core.runtime import runtime_for
 
     path = tmp_path / "clusters.json"
     path.write_text(json.dumps(GOOD))

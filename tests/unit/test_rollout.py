@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from kube_maintenance import rollout as rules
-from kube_maintenance.rollout import (
+from kube_maintenance.core.selectors import selector_string
+from kube_maintenance.rollout_restart import decisions as rules
+from kube_maintenance.rollout_restart.decisions import (
     DAEMONSET,
     DEPLOYMENT,
     KINDS,
@@ -270,7 +271,7 @@ def test_selector_string_covers_match_labels_and_expressions() -> None:
         {"key": "team", "operator": "Exists"},
         {"key": "canary", "operator": "DoesNotExist"},
     ]}
-    assert rules.selector_string(selector) == "a=1,b=2,tier in (api,web),env notin (dev),team,!canary"
+    assert selector_string(selector) == "a=1,b=2,tier in (api,web),env notin (dev),team,!canary"
 
 
 # ---------------------------------------------------------------------------------------------- shards
@@ -339,8 +340,8 @@ def rolled_out_after_restart(obj: dict) -> dict:
 
 
 def test_the_window_keeps_at_most_the_budget_rolling_and_patches_each_workload_once() -> None:
-    from kube_maintenance.audit import AuditTrail
-    from kube_maintenance.rollout_tasks import KindRollout, ShardResult
+    from kube_maintenance.core.audit import AuditTrail
+    from kube_maintenance.rollout_restart.tasks import KindRollout, ShardResult
 
     objects = {("shop", n): deployment(n) for n in ("a", "b", "c")}
     kube = FakeKube(objects)
@@ -358,8 +359,8 @@ def test_the_window_keeps_at_most_the_budget_rolling_and_patches_each_workload_o
 
 
 def test_a_rollout_seen_complete_is_not_failed_by_a_later_dip() -> None:
-    from kube_maintenance.audit import AuditTrail
-    from kube_maintenance.rollout_tasks import KindRollout, ShardResult
+    from kube_maintenance.core.audit import AuditTrail
+    from kube_maintenance.rollout_restart.tasks import KindRollout, ShardResult
 
     objects = {("shop", "web"): deployment("web")}
     kube = FakeKube(objects)
@@ -378,8 +379,8 @@ def test_a_rollout_seen_complete_is_not_failed_by_a_later_dip() -> None:
 
 
 def test_the_window_names_a_failed_rollout_and_starts_nothing_once_the_window_closes() -> None:
-    from kube_maintenance.audit import AuditTrail
-    from kube_maintenance.rollout_tasks import KindRollout, ShardResult
+    from kube_maintenance.core.audit import AuditTrail
+    from kube_maintenance.rollout_restart.tasks import KindRollout, ShardResult
 
     objects = {("shop", "web"): deployment("web", updated=1, progressing_reason="ProgressDeadlineExceeded", restarted_at=iso(NOW)), ("shop", "api"): deployment("api")}
     result = ShardResult()

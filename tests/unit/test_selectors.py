@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kube_maintenance.selectors import SelectorError, parse_label_selector
+from kube_maintenance.core.selectors import SelectorError, parse_label_selector
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kube_maintenance.windows import MaintenanceWindow
+from kube_maintenance.core.windows import MaintenanceWindow
 
 NY = ZoneInfo("America/New_York")
 # Tuesdays and Thursdays 23:00 New York time for three hours: crosses midnight.

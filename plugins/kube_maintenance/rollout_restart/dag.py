@@ -1,4 +1,4 @@
-"""Builds the namespace-wide rollout restart DAG of one cluster (as dag_factory builds node replacement).
+"""Builds the namespace-wide rollout restart DAG of one cluster (as node_replacement.dag builds node replacement).
 
 Kept cheap to import: Airflow's SDK and this package's light modules only.
 """
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dag_factory import TasksOf, finish_run, operation_dag
-from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_TARGET, FormField, optional_names, optional_selector
-from .registry import ClusterConfig
-from .runtime import MAP_LABEL_TEMPLATE
-from .rollout import KINDS, RolloutRestartParams
+from kube_maintenance.core.dag_building import TasksOf, finish_run, operation_dag
+from kube_maintenance.core.forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_TARGET, FormField, optional_names, optional_selector
+from kube_maintenance.core.registry import ClusterConfig
+from kube_maintenance.core.runtime import MAP_LABEL_TEMPLATE
+from kube_maintenance.rollout_restart.decisions import KINDS, RolloutRestartParams
 
 OPERATION = "rollout_restart"
 
@@ -64,7 +64,7 @@ _DOCS = {
 def rollout_restart_dag(cluster: ClusterConfig) -> Any:
     from airflow.sdk import task
 
-    op = TasksOf("rollout_tasks")
+    op = TasksOf("kube_maintenance.rollout_restart.tasks")
 
     settings = cluster.operation(OPERATION)
     # Shards of namespaces, i.e. map indexes of the restart task, all of which may run at once.

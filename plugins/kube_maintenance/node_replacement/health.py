@@ -5,7 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .node_plan import is_node_ready
+from kube_maintenance.node_replacement.plan import is_node_ready
 
 
 @dataclass

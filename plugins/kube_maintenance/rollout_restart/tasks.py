@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import rollout as rules
-from .audit import AuditTrail
-from .k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
-from .rollout import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
-from .forms import run_conf
-from .runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
+from kube_maintenance.rollout_restart import decisions as rules
+from kube_maintenance.core.audit import AuditTrail
+from kube_maintenance.core.k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
+from kube_maintenance.rollout_restart.decisions import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
+from kube_maintenance.core.forms import run_conf
+from kube_maintenance.core.selectors import selector_string
+from kube_maintenance.core.runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.rollout_restart")
 
@@ -43,7 +44,7 @@ def _now() -> dt.datetime:
 
 
 def _params(cluster_name: str, context: Mapping[str, Any]) -> tuple[RolloutRestartParams, TaskRuntime]:
-    from .registry import load_registry
+    from kube_maintenance.core.registry import load_registry
 
     cluster = load_registry().cluster(cluster_name)
     try:
@@ -350,7 +351,7 @@ class KindRollout:
                 continue
             if (now - view.restarted_at).total_seconds() < self.params.stuck_pod_seconds:
                 continue
-            pods, _ = self.kube.list(PODS, self.namespace, label_selector=rules.selector_string(obj["spec"].get("selector")) or None)
+            pods, _ = self.kube.list(PODS, self.namespace, label_selector=selector_string(obj["spec"].get("selector")) or None)
             stuck = rules.stuck_pods(obj, pods, view.restarted_at, now, self.params.stuck_pod_seconds)
             if stuck:
                 why = f"rollout stuck: new pod(s) {', '.join(stuck)}; {view.why}"
@@ -453,7 +454,7 @@ def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
     """The run's teardown, whatever ended it (bad parameters, a failure, a run marked failed or
     successful): release the lock if this run holds it, summarise from the cluster, and fail the
     run if a step failed. Rollouts already started are not undone: they complete on their own."""
-    from .registry import load_registry
+    from kube_maintenance.core.registry import load_registry
 
     cluster = load_registry().cluster(cluster_name)
     raw = run_conf(context, cluster.operation("rollout_restart").get("defaults"))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 _KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -65,3 +65,20 @@ def parse_label_selector(text: str) -> Matcher:
         else:
             raise bad("cannot parse")
     return lambda labels: all(check(labels or {}) for check in checks)
+
+def selector_string(label_selector: Mapping[str, Any] | None) -> str:
+    """A LabelSelector (matchLabels + matchExpressions) as the labelSelector query string."""
+    terms = [f"{k}={v}" for k, v in sorted(((label_selector or {}).get("matchLabels") or {}).items())]
+    for expr in (label_selector or {}).get("matchExpressions") or ():
+        key, op, values = expr["key"], expr["operator"], sorted(expr.get("values") or ())
+        if op == "In":
+            terms.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            terms.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            terms.append(key)
+        elif op == "DoesNotExist":
+            terms.append(f"!{key}")
+        else:
+            raise ValueError(f"unknown label selector operator {op!r}")
+    return ",".join(terms)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from .selectors import SelectorError, parse_label_selector
+from kube_maintenance.core.selectors import SelectorError, parse_label_selector
 
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -11,7 +11,7 @@ import logging
 import secrets
 from typing import Any, Mapping
 
-from .k8s import EVENTS, KubeClient
+from kube_maintenance.core.k8s import EVENTS, KubeClient
 
 log = logging.getLogger("kube_maintenance.events")
 

@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .audit import AuditTrail
-from .registry import ClusterConfig, load_registry
+from kube_maintenance.core.audit import AuditTrail
+from kube_maintenance.core.registry import ClusterConfig, load_registry
 
 log = logging.getLogger("kube_maintenance")
 
@@ -20,13 +20,13 @@ class TaskRuntime:
 
     @functools.cached_property
     def kube(self) -> Any:
-        from .k8s import KubeClient
+        from kube_maintenance.core.k8s import KubeClient
 
         return KubeClient.for_cluster(self.cluster)
 
     @functools.cached_property
     def cloud(self) -> Any:
-        from .cloud import Cloud
+        from kube_maintenance.core.cloud import Cloud
 
         if not self.cluster.aws_conn_id:
             raise ValueError(f"cluster {self.cluster.name} has no aws_conn_id in the registry; node replacement needs one")
@@ -46,14 +46,14 @@ class TaskRuntime:
         """A Kubernetes Event on an object this run changed (never in a dry run; never fails)."""
         if self.audit.dry_run:
             return
-        from .events import record_event
+        from kube_maintenance.core.events import record_event
 
         record_event(self.kube, obj, reason, message, self.holder, event_type)
 
     @property
     def lock(self) -> Any:
         """This run's handle on the cluster's maintenance lock, in the registry's lock namespace."""
-        from .lock import ClusterLock
+        from kube_maintenance.core.lock import ClusterLock
 
         return ClusterLock(self.kube, self.holder, namespace=self.cluster.lock_namespace)
 
@@ -112,7 +112,7 @@ def begin_run(rt: TaskRuntime, params: Any) -> None:
 
 def take_lock(rt: TaskRuntime, dry_run: bool) -> str:
     """Take the cluster's maintenance lock for this run (a dry run only logs that it would)."""
-    from .lock import ClusterBusy, lock_target
+    from kube_maintenance.core.lock import ClusterBusy, lock_target
 
     target = lock_target(rt.cluster.lock_namespace)
     if dry_run:
@@ -128,7 +128,7 @@ def take_lock(rt: TaskRuntime, dry_run: bool) -> str:
 
 def renew_lock(rt: TaskRuntime) -> None:
     """Renew the run's lock before more writes; fail at once if the lock is no longer ours."""
-    from .lock import ClusterBusy
+    from kube_maintenance.core.lock import ClusterBusy
 
     try:
         rt.lock.renew()
@@ -138,7 +138,7 @@ def renew_lock(rt: TaskRuntime) -> None:
 
 def drop_lock(rt: TaskRuntime, dry_run: bool) -> bool:
     """Release the lock if this run holds it; safe after any failure, bad input included."""
-    from .lock import lock_target
+    from kube_maintenance.core.lock import lock_target
 
     if dry_run:
         return False

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
-from .optout import opted_out
-from .params import FieldReader, ParamError
-from .selectors import parse_label_selector
+from kube_maintenance.core.optout import opted_out
+from kube_maintenance.core.params import FieldReader, ParamError
+from kube_maintenance.core.selectors import parse_label_selector, selector_string
 
 Obj = dict[str, Any]
 
@@ -393,22 +393,6 @@ def judge(
 
 
 # ------------------------------------------------------------------------------------------- stuck pods
-def selector_string(label_selector: Mapping[str, Any] | None) -> str:
-    """A LabelSelector (matchLabels + matchExpressions) as the labelSelector query string."""
-    terms = [f"{k}={v}" for k, v in sorted(((label_selector or {}).get("matchLabels") or {}).items())]
-    for expr in (label_selector or {}).get("matchExpressions") or ():
-        key, op, values = expr["key"], expr["operator"], sorted(expr.get("values") or ())
-        if op == "In":
-            terms.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            terms.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            terms.append(key)
-        elif op == "DoesNotExist":
-            terms.append(f"!{key}")
-        else:
-            raise ValueError(f"unknown label selector operator {op!r}")
-    return ",".join(terms)
 
 
 def _pod_ready(pod: Obj) -> bool:

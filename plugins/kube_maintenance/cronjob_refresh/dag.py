@@ -1,4 +1,4 @@
-"""Builds the CronJob image refresh DAG of one cluster (the pattern of dag_factory.node_replacement_dag).
+"""Builds the CronJob image refresh DAG of one cluster (the pattern of node_replacement.dag).
 
 Kept cheap to import: Airflow's SDK and this package's light modules only.
 """
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cronjob_refresh import CronJobRefreshParams, namespace_groups_setting
-from .dag_factory import TasksOf, finish_run, operation_dag
-from .forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_SAFETY, SECTION_TARGET, FormField, optional_names, optional_selector
-from .registry import ClusterConfig
-from .runtime import MAP_LABEL_TEMPLATE
+from kube_maintenance.cronjob_refresh.decisions import CronJobRefreshParams, namespace_groups_setting
+from kube_maintenance.core.dag_building import TasksOf, finish_run, operation_dag
+from kube_maintenance.core.forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_SAFETY, SECTION_TARGET, FormField, optional_names, optional_selector
+from kube_maintenance.core.registry import ClusterConfig
+from kube_maintenance.core.runtime import MAP_LABEL_TEMPLATE
 
 OPERATION = "cronjob_refresh"
 
@@ -83,7 +83,7 @@ _DOCS = {
 def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
     from airflow.sdk import chain, task, task_group
 
-    op = TasksOf("cronjob_refresh_tasks")
+    op = TasksOf("kube_maintenance.cronjob_refresh.tasks")
 
     settings = cluster.operation(OPERATION)
     max_groups = namespace_groups_setting(settings, cluster.name)

@@ -133,7 +133,7 @@ class KubeClient:
     def from_eks(cls, aws_conn_id: str, region: str, eks_cluster_name: str, cluster: str, retry: RetryPolicy | None = None) -> "KubeClient":
         """An EKS cluster through an ``aws`` connection: DescribeCluster for the endpoint and CA, and a
         token from the connection's credentials, renewed inside the ApiClient before it expires."""
-        from .eks import eks_api_client
+        from kube_maintenance.core.eks import eks_api_client
 
         return cls(eks_api_client(aws_conn_id, region, eks_cluster_name), cluster, retry)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .windows import DAY_NAMES, MaintenanceWindow
+from kube_maintenance.core.windows import DAY_NAMES, MaintenanceWindow
 
 REGISTRY_ENV = "KUBE_MAINTENANCE_REGISTRY"
-DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "config" / "clusters.yaml"
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[3] / "config" / "clusters.yaml"
 SUPPORTED_VERSIONS = (1,)
 OPERATIONS = ("node_replacement", "cronjob_refresh", "rollout_restart")
 # Never touched by any operation, whatever a registry or a form says.

@@ -25,11 +25,11 @@ from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
-from .images import pinned_digest, running_digest, same_image
-from .optout import opted_out, unclear_opt_out
-from .params import FieldReader, ParamError
-from .registry import RegistryError
-from .selectors import parse_label_selector
+from kube_maintenance.cronjob_refresh.images import pinned_digest, running_digest, same_image
+from kube_maintenance.core.optout import opted_out, unclear_opt_out
+from kube_maintenance.core.params import FieldReader, ParamError
+from kube_maintenance.core.registry import RegistryError
+from kube_maintenance.core.selectors import parse_label_selector
 
 Obj = dict[str, Any]
 

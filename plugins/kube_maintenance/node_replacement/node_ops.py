@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from . import drain as rules
-from .k8s import PODS, KubeApiError, KubeClient, WaitTimeout
+from kube_maintenance.node_replacement import drain as rules
+from kube_maintenance.core.k8s import PODS, KubeApiError, KubeClient, WaitTimeout
 
 log = logging.getLogger(__name__)
 EVICTION_WORKERS = 16

@@ -17,14 +17,14 @@ import time
 from dataclasses import replace
 from typing import Any, Mapping
 
-from . import drain as drain_rules
-from .health import preflight_report, unavailable_workloads, validation_report
-from .cloud import GONE_STATES
-from .k8s import DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS, STATEFULSETS, STRATEGIC_MERGE_PATCH
-from .protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, ready_pods_elsewhere, scale_back_to
-from .rollout import selector_string
-from .node_ops import drain_pass
-from .node_plan import (
+from kube_maintenance.node_replacement import drain as drain_rules
+from kube_maintenance.node_replacement.health import preflight_report, unavailable_workloads, validation_report
+from kube_maintenance.core.cloud import GONE_STATES
+from kube_maintenance.core.k8s import DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS, STATEFULSETS, STRATEGIC_MERGE_PATCH
+from kube_maintenance.node_replacement.protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, ready_pods_elsewhere, scale_back_to
+from kube_maintenance.core.selectors import selector_string
+from kube_maintenance.node_replacement.node_ops import drain_pass
+from kube_maintenance.node_replacement.plan import (
     CORDONED_BY_ANNOTATION,
     NodeReplacementParams,
     ParamError,
@@ -36,9 +36,9 @@ from .node_plan import (
     surge_placement_problems,
     surge_problems,
 )
-from .forms import run_conf
-from .registry import load_registry
-from .runtime import TaskRuntime, begin_run, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
+from kube_maintenance.core.forms import run_conf
+from kube_maintenance.core.registry import load_registry
+from kube_maintenance.core.runtime import TaskRuntime, begin_run, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.node_replacement")
 

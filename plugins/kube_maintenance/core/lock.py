@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from .k8s import LEASES, KubeApiError, KubeClient
+from kube_maintenance.core.k8s import LEASES, KubeApiError, KubeClient
 
 LOCK_NAME = "kube-maintenance-lock"
 # Runs put the Lease in the registry's ``lock_namespace`` (default ``kube-maintenance``, where

@@ -6,8 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from .params import FieldReader, ParamError
-from .selectors import parse_label_selector
+from kube_maintenance.core.params import FieldReader, ParamError
+from kube_maintenance.core.selectors import parse_label_selector
 
 _PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[^/]+)/(?P<instance>i-[0-9a-f]+)$")
 __all__ = ["NodeReplacementParams", "ParamError", "Plan", "PlannedNode", "plan_replacement", "surge_placement_problems", "surge_problems"]

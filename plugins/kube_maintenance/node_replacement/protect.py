@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from .rollout import selector_string
-from .selectors import parse_label_selector
+from kube_maintenance.core.selectors import selector_string
+from kube_maintenance.core.selectors import parse_label_selector
 
 SCALED_BY_ANNOTATION = "kube-maintenance.io/scaled-up-by"  # the run that scaled it up
 REPLICAS_BEFORE_ANNOTATION = "kube-maintenance.io/replicas-before"  # what to scale back to

@@ -110,7 +110,7 @@ class Cloud:
     def drift(self, instance_ids: list[str]) -> dict[str, list[str]]:
         """For each instance in an Auto Scaling group: how it differs from what the group launches
         now (empty: up to date). Instances outside any group are left out."""
-        from .drift import GroupTemplate, LaunchedInstance, drift_reasons
+        from kube_maintenance.node_replacement.drift import GroupTemplate, LaunchedInstance, drift_reasons
 
         launched: dict[str, dict[str, Any]] = {}
         for i in range(0, len(instance_ids), 50):  # DescribeAutoScalingInstances takes at most 50 ids
@@ -137,7 +137,7 @@ class Cloud:
     def _group_template(self, group: dict[str, Any]) -> Any:
         """What a group launches now: its template, the version "$Latest"/"$Default" resolve to, and
         that version's AMI and instance type (none when the group mixes instance types)."""
-        from .drift import GroupTemplate
+        from kube_maintenance.node_replacement.drift import GroupTemplate
 
         mixed = group.get("MixedInstancesPolicy") or {}
         spec = group.get("LaunchTemplate") or (mixed.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification") or {}

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any, Mapping
 
-from .cronjob_refresh import (
+from kube_maintenance.cronjob_refresh.decisions import (
     JOB_CONTROLLER_UID_LABEL,
     CronJobRefreshParams,
     CronJobVerdict,
@@ -41,11 +41,11 @@ from .cronjob_refresh import (
     shard,
     why_no_fresh_job,
 )
-from .k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError, WaitTimeout
-from .params import ParamError
-from .forms import run_conf
-from .registry import load_registry
-from .runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
+from kube_maintenance.core.k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError, WaitTimeout
+from kube_maintenance.core.params import ParamError
+from kube_maintenance.core.forms import run_conf
+from kube_maintenance.core.registry import load_registry
+from kube_maintenance.core.runtime import TaskRuntime, begin_run, label_map_index, drop_lock, fail, fail_if_steps_failed, renew_lock, runtime_for, skip, take_lock
 
 log = logging.getLogger("kube_maintenance.cronjob_refresh")
 
