@@ -25,6 +25,9 @@ DEFAULT_OWNER = "kube-maintenance"
 # Where the cluster's lock (a Lease) lives: the namespace deploy/kubernetes/rbac.yaml creates, so the
 # Role that lets us write it is granted there only.
 DEFAULT_LOCK_NAMESPACE = "kube-maintenance"
+# A run waiting for approval (requires_approval) is rejected when nobody answers within this long.
+DEFAULT_APPROVAL_TIMEOUT_HOURS = 24.0
+MAX_APPROVAL_TIMEOUT_HOURS = 24.0 * 7
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a namespace name (RFC 1123 label)
 _EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")  # EKS CreateCluster's name pattern
@@ -48,6 +51,10 @@ class ClusterConfig:
     owner: str = DEFAULT_OWNER  # shown as every task's owner in the Airflow UI
     eks_cluster_name: str | None = None  # reach the cluster through aws_conn_id's EKS access, not kubernetes_conn_id
     lock_namespace: str = DEFAULT_LOCK_NAMESPACE  # the namespace of the cluster's maintenance Lease
+    # Each run that would change something waits, after its plan, for a person to approve the plan
+    # (Airflow's human-in-the-loop approval task); unanswered after approval_timeout_hours: rejected.
+    requires_approval: bool = False
+    approval_timeout_hours: float = DEFAULT_APPROVAL_TIMEOUT_HOURS
 
     def operation(self, name: str) -> dict[str, Any]:
         """Per-operation settings (``enabled``, ``schedule`` and parameter defaults)."""
@@ -152,6 +159,14 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
         lock_namespace = raw.get("lock_namespace", DEFAULT_LOCK_NAMESPACE)
         if not isinstance(lock_namespace, str) or not _DNS_LABEL.match(lock_namespace):
             raise RegistryError(f"{where}.lock_namespace: expected a namespace name (lower case letters, digits and '-', at most 63), got {lock_namespace!r}")
+        requires_approval = raw.get("requires_approval", False)
+        if not isinstance(requires_approval, bool):
+            raise RegistryError(f"{where}.requires_approval: expected true or false, got {requires_approval!r}")
+        approval_timeout = raw.get("approval_timeout_hours", DEFAULT_APPROVAL_TIMEOUT_HOURS)
+        if isinstance(approval_timeout, bool) or not isinstance(approval_timeout, (int, float)) or not 0 < approval_timeout <= MAX_APPROVAL_TIMEOUT_HOURS:
+            raise RegistryError(f"{where}.approval_timeout_hours: expected hours, more than 0 and at most {MAX_APPROVAL_TIMEOUT_HOURS:g}, got {approval_timeout!r}")
+        if "approval_timeout_hours" in raw and not requires_approval:
+            raise RegistryError(f"{where}.approval_timeout_hours: only meaningful with requires_approval: true")
         ops = raw.get("operations", {})
         if not isinstance(ops, dict):
             raise RegistryError(f"{where}.operations: expected a mapping")
@@ -176,6 +191,8 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
                 owner=owner.strip(),
                 eks_cluster_name=eks_name,
                 lock_namespace=lock_namespace,
+                requires_approval=requires_approval,
+                approval_timeout_hours=float(approval_timeout),
             )
         )
     return Registry(int(version), tuple(clusters), source)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kube_maintenance.cronjob_refresh.decisions import CronJobRefreshParams, namespace_groups_setting
+from kube_maintenance.core.approval import approval_gate
 from kube_maintenance.core.dag_building import TasksOf, finish_run, operation_dag
 from kube_maintenance.core.forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_SAFETY, SECTION_TARGET, FormField, optional_names, optional_selector
 from kube_maintenance.core.registry import ClusterConfig
@@ -125,6 +126,13 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
 
         # One mapped instance of the group per shard of namespaces (at most max_groups of them).
         groups = refresh.expand(group=plan)
-        chain(plan, preflight, groups)
-        finish_run([plan, preflight, *group_tasks], op.cleanup, **kwargs)
+        approval = approval_gate(cluster, OPERATION)  # [] unless the cluster requires approval
+        if approval:
+            # What is approved is the judges' plan (which Jobs go): judge, approval, then the lock
+            # (taken after the answer, however long it takes) and the deletions.
+            judge_op, delete_op = group_tasks[0], group_tasks[1]
+            chain(judge_op, *approval, preflight, delete_op)
+        else:
+            chain(plan, preflight, groups)
+        finish_run([plan, *approval, preflight, *group_tasks], op.cleanup, **kwargs)
     return dag

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kube_maintenance.core.approval import approval_gate
 from kube_maintenance.core.dag_building import TasksOf, finish_run, operation_dag
 from kube_maintenance.core.forms import (
     DRY_RUN,
@@ -159,6 +160,7 @@ def node_replacement_dag(cluster: ClusterConfig) -> Any:
             map_index_template=MAP_LABEL_TEMPLATE,
             doc_md=docs["batch"],
         ).expand(batch=plan)
-        chain(plan, preflight, batches)
-        finish_run([plan, preflight, batches], op.cleanup, **kwargs)
+        approval = approval_gate(cluster, "node_replacement")  # [] unless the cluster requires approval
+        chain(plan, *approval, preflight, batches)
+        finish_run([plan, *approval, preflight, batches], op.cleanup, **kwargs)
     return dag

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kube_maintenance.core.approval import approval_gate
 from kube_maintenance.core.dag_building import TasksOf, finish_run, operation_dag
 from kube_maintenance.core.forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_TARGET, FormField, optional_names, optional_selector
 from kube_maintenance.core.registry import ClusterConfig
@@ -62,7 +63,7 @@ _DOCS = {
 
 
 def rollout_restart_dag(cluster: ClusterConfig) -> Any:
-    from airflow.sdk import task
+    from airflow.sdk import chain, task
 
     op = TasksOf("kube_maintenance.rollout_restart.tasks")
 
@@ -105,6 +106,7 @@ def rollout_restart_dag(cluster: ClusterConfig) -> Any:
             .partial(**kwargs, wait_per_poke_seconds=wait_per_poke)
             .expand(shard=plan)
         )
-        plan >> preflight >> restart
-        finish_run([plan, preflight, restart], op.cleanup, **kwargs)
+        approval = approval_gate(cluster, OPERATION)  # [] unless the cluster requires approval
+        chain(plan, *approval, preflight, restart)
+        finish_run([plan, *approval, preflight, restart], op.cleanup, **kwargs)
     return dag
