@@ -5,12 +5,18 @@
   then ``airflow db migrate`` and api-server, scheduler, dag-processor, triggerer and one
   ``airflow celery worker``, each its own process group (CeleryExecutor), with this repo's DAGs, a
   small registry and the sandbox's connections (``tests/airflow_stack``, shared with the browser tests).
+
+The registry names the staging cluster twice: as ``staging`` and as ``staging_approval``, the same
+cluster through the same connections but marked ``requires_approval`` (test_approval.py).
+The fixtures are package-wide: every module of this directory runs on the one stack, which stops
+after the last of them (before the browser tests start theirs).
 """
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -27,12 +33,29 @@ from harness import fast_world_config  # noqa: E402
 from sandbox.scenario import World, start_world  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+APPROVAL_CLUSTER = "staging_approval"
+APPROVAL_DAG_IDS = tuple(f"{op}__{APPROVAL_CLUSTER}" for op in ("node_replacement", "cronjob_refresh", "rollout_restart"))
+
+
+def distributed_registry(world: World) -> dict[str, Any]:
+    """The browser tests' registry, plus the staging cluster again under another name, requiring approval."""
+    registry = browser_registry(world)
+    (staging,) = registry["clusters"]
+    registry["clusters"].append({**copy.deepcopy(staging), "name": APPROVAL_CLUSTER, "requires_approval": True})
+    return registry
+
+
+@pytest.fixture(scope="package")
+def approval_cluster() -> str:
+    return APPROVAL_CLUSTER
+
+
+@pytest.fixture(scope="package")
 def distributed_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("distributed")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def world(distributed_tmp: Path) -> Iterator[World]:
     w = start_world(distributed_tmp / "sandbox", ("staging",), fast_world_config())
     try:
@@ -41,14 +64,16 @@ def world(distributed_tmp: Path) -> Iterator[World]:
         w.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def staging(world: World) -> Staging:
     return Staging(world)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def deployment(distributed_tmp: Path, world: World) -> Iterator[Deployment]:
-    stack = start_deployment(distributed_tmp / "stack", world, browser_registry(world), DAG_IDS, executor="CeleryExecutor", username=USERNAME)
+    stack = start_deployment(
+        distributed_tmp / "stack", world, distributed_registry(world), (*DAG_IDS, *APPROVAL_DAG_IDS), executor="CeleryExecutor", username=USERNAME
+    )
     try:
         yield stack
     finally:

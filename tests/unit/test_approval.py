@@ -340,6 +340,7 @@ def test_approve_goes_on_and_names_who_approved(gated_registry: Any, caplog: pyt
     (line,) = _audit(caplog)
     assert (line["action"], line["cluster"], line["after"], line["outcome"], line["triggered_by"]) == ("approve", "production", "approved by bob", "done", "user:alice")
     assert line["detail"]["by"] == "bob" and line["detail"]["by_id"] == "7" and line["detail"]["operation"] == "node_replacement"
+    assert line["detail"]["plan"] == "Approve: replace 1 node in 1 batch on production" and line["detail"]["responded_at"] == "2026-01-01T03:00:00+00:00"
 
 
 def test_reject_skips_every_later_step_but_the_cleanup_and_names_who_rejected(gated_registry: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -93,7 +93,7 @@ def bounded(lines: Sequence[tuple[str, str | None]], max_lines: int = MAX_LINES)
         what = ", ".join(_plural(n, unit) for unit, n in counts.items())
         out.append("")
         more = sum(1 for text, _ in hidden if text.strip())
-        out.append(f"*... and {more} more lines not shown{': ' + what if what else ''}. The plan task's log and its audit lines list every one.*")
+        out.append(f"*... and {more} more lines not shown{': ' + what if what else ''}. The plan's audit lines, in its task logs, list every one.*")
     return out
 
 
@@ -350,7 +350,12 @@ class PlanApprovalOperator(ApprovalOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" not in event:
             approved = list(event.get("chosen_options") or ()) == [self.APPROVE]
-            line = record_decision(context, self.cluster_name, self.operation, event, approved, str(self.subject))
+            try:  # what was answered, for the audit line (resumed in a new process: read the plan again)
+                subject = READERS[self.operation](self.cluster_name, context["ti"], self._run_params(context)).subject
+            except Exception:  # noqa: BLE001 - the answer is recorded whatever the plan's XComs say
+                log.warning("could not read the plan again for the audit line", exc_info=True)
+                subject = str(self.subject)
+            line = record_decision(context, self.cluster_name, self.operation, event, approved, subject)
             log.info("%s", line["after"])
         # Approve: the run goes on. Reject: the provider skips every later step but the cleanup teardown.
         return super().execute_complete(context, event)
