@@ -25,6 +25,7 @@ from sandbox.resources import CRONJOBS, JOBS, NAMESPACES, PODS
 from sandbox.scenario import World
 
 from harness import DagRunner, registry_for
+from triggerer import BackgroundTriggerer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -33,6 +34,12 @@ DAG_ID = "cronjob_refresh__staging"
 SEEDED = {"payments": "settlement-export", "search": "catalog-reindex"}  # CronJobs whose running Job is on an old image
 OLD, NEW = "registry.example/batch/cart-sweeper:1", "registry.example/batch/cart-sweeper:2"
 MIGRATE_OLD, MIGRATE_NEW = "registry.example/batch/cart-migrate:1", "registry.example/batch/cart-migrate:2"
+
+
+@pytest.fixture(autouse=True)
+def triggerer(monkeypatch: pytest.MonkeyPatch) -> BackgroundTriggerer:
+    """Groups wait deferred, side by side, as on a real Airflow (dag.test would run each inline in turn)."""
+    return BackgroundTriggerer().install(monkeypatch)
 
 
 # ------------------------------------------------------------------------------------------- helpers

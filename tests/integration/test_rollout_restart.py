@@ -23,6 +23,7 @@ from sandbox.scenario import World
 from sandbox.server import ApiServer
 
 from harness import DagRunner, registry_for
+from triggerer import BackgroundTriggerer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -32,6 +33,12 @@ KEYS = {rules.DEPLOYMENT: DEPLOYMENTS, rules.DAEMONSET: DAEMONSETS, rules.STATEF
 # shop, payments and observability (kube-system gets the label too: it must stay untouched anyway).
 SELECTOR = "team in (storefront,payments,platform)"
 CHOSEN = ("observability", "payments", "shop")
+
+
+@pytest.fixture(autouse=True)
+def triggerer(monkeypatch: pytest.MonkeyPatch) -> BackgroundTriggerer:
+    """Shards wait deferred, side by side, as on a real Airflow (dag.test would run each inline in turn)."""
+    return BackgroundTriggerer().install(monkeypatch)
 
 
 # ------------------------------------------------------------------------------------------- helpers

@@ -76,7 +76,10 @@ _DOCS = {
     "preflight": "Takes the cluster's maintenance lock (a dry run only logs that it would).",
     "judge": "For each CronJob of the group's namespaces: which active Jobs run an image the CronJob no longer uses (any container or init container, by name, references normalised), or miss or have a container the template has not. Changes nothing.",
     "delete_stale_jobs": "Reads each stale Job and its CronJob again and, if still stale, deletes it with its pods (propagation Background, UID precondition); records an Event on the Job and the CronJob.",
-    "wait_for_pods_gone": "Waits until the pods of the deleted Jobs are gone.",
+    "wait_for_pods_gone": (
+        "Waits until the pods of the deleted Jobs are gone, **deferred** to the triggerer (no worker slot held): it watches those pods and wakes "
+        "the task as one goes; fails once they outlast `pods_gone_timeout_seconds` after the deletion (no fresh Job is started then)."
+    ),
     "create_fresh_jobs": "When asked to, starts a fresh Job from each refreshed CronJob whose concurrencyPolicy is Allow and that has no Job on the current image running, as kubectl create job --from does; records an Event on the CronJob.",
 }
 
@@ -88,7 +91,7 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
 
     settings = cluster.operation(OPERATION)
     max_groups = namespace_groups_setting(settings, cluster.name)
-    poke = float(settings.get("poke_interval_seconds", 15))
+    poke = float(settings.get("poke_interval_seconds", 15))  # the longest the pods wait sleeps between looks
     base = {f.name: getattr(CronJobRefreshParams, f.name, None) for f in FIELDS}
     base.update(namespace_selector=None, namespaces=None, cronjob_selector=None)
     with operation_dag(
@@ -105,6 +108,8 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
         base,
         DRY_RUN_SHOWS,
     ) as dag:
+        from kube_maintenance.cronjob_refresh.pods_gone import WaitForPodsGoneOperator
+
         kwargs = {"cluster_name": cluster.name}
         plan = task(task_id="plan", doc_md=_DOCS["plan"])(op.plan)(max_groups=max_groups, **kwargs)
         preflight = task(task_id="preflight", doc_md=_DOCS["preflight"])(op.preflight)(**kwargs)
@@ -117,12 +122,13 @@ def cronjob_refresh_dag(cluster: ClusterConfig) -> Any:
         def refresh(group: dict[str, Any]) -> None:
             judged = step("judge")(op.judge)(group=group, **kwargs)
             deleted = step("delete_stale_jobs")(op.delete_stale_jobs)(judged=judged, **kwargs)
-            gone = task.sensor(
-                task_id="wait_for_pods_gone", poke_interval=poke, timeout=48 * 3600, mode="reschedule", map_index_template=MAP_LABEL_TEMPLATE, doc_md=_DOCS["wait_for_pods_gone"]
-            )(op.wait_for_pods_gone)(deletion=deleted, **kwargs)
+            # Deferred to the triggerer while the pods go (no worker slot held).
+            gone = WaitForPodsGoneOperator(
+                task_id="wait_for_pods_gone", deletion=deleted, poke_interval=poke, map_index_template=MAP_LABEL_TEMPLATE, doc_md=_DOCS["wait_for_pods_gone"], **kwargs
+            )
             created = step("create_fresh_jobs")(op.create_fresh_jobs)(judged=judged, deletion=deleted, **kwargs)
-            chain(gone, created)
-            group_tasks.extend(t.operator for t in (judged, deleted, gone, created))
+            chain(deleted, gone, created)
+            group_tasks.extend([judged.operator, deleted.operator, gone, created.operator])
 
         # One mapped instance of the group per shard of namespaces (at most max_groups of them).
         groups = refresh.expand(group=plan)

@@ -3,7 +3,8 @@
 plan (parameters, window, namespaces, shards) -> preflight (lock) -> per group of namespaces, as
 mapped instances of one task group: judge (one list of CronJobs and one of Jobs per namespace) ->
 delete the stale Jobs (Background propagation, UID precondition, each read and judged again right
-before) -> wait until their pods are gone (list+watch per namespace, reschedule-mode sensor) ->
+before) -> wait until their pods are gone (one list per namespace per look; between looks the task
+is deferred to the triggerer, which watches those pods and wakes it as one goes) ->
 create the fresh Jobs (Allow CronJobs only) -> release the lock and summarise at the end. Every
 change also writes a Kubernetes Event on the object it touched. Every step is safe to retry or re-run:
 - a Job already deleted, or replaced by a same-named one, is not an error; a Job whose status moved
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kube_maintenance.cronjob_refresh.decisions import (
@@ -41,7 +42,7 @@ from kube_maintenance.cronjob_refresh.decisions import (
     shard,
     why_no_fresh_job,
 )
-from kube_maintenance.core.k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError, WaitTimeout
+from kube_maintenance.core.k8s import CRONJOBS, JOBS, NAMESPACES, PODS, KubeApiError
 from kube_maintenance.core.params import ParamError
 from kube_maintenance.core.forms import run_conf
 from kube_maintenance.core.registry import load_registry
@@ -49,8 +50,6 @@ from kube_maintenance.core.runtime import TaskRuntime, begin_run, label_map_inde
 
 log = logging.getLogger("kube_maintenance.cronjob_refresh")
 
-# A poke watches pods go for at most this long in all, then frees its worker slot.
-POD_WAIT_PER_POKE_SECONDS = 60.0
 PLAN_TASK = "plan"
 OPTED_OUT_XCOM = "opted_out_namespaces"
 JUDGE_TASK = "refresh.judge"
@@ -303,42 +302,54 @@ def _images_text(images: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- wait
-def _pods_of(objects: Mapping[Any, Mapping[str, Any]], job_uids: set[str]) -> list[str]:
-    return sorted(
-        f"{p['metadata'].get('namespace')}/{p['metadata']['name']}"
-        for p in objects.values()
-        if (p["metadata"].get("labels") or {}).get(JOB_CONTROLLER_UID_LABEL) in job_uids
-    )
+@dataclass
+class PodsWait:
+    """The pods of deleted Jobs are not all gone yet: defer with this (see ``WaitForPodsGoneOperator``).
+    ``waits``: per namespace, the pods' label selector, the resourceVersion of the look's list and the
+    pods it saw left, for ``JobPodsGoneTrigger``."""
+
+    waits: list[dict[str, Any]]
+    moment: dt.datetime
+    state: dict[str, Any]
 
 
-def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], **context: Any) -> bool:
-    """One poke: True once no pod of the group's deleted Jobs is left (list+watch per namespace)."""
+def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], state: dict[str, Any] | None = None, poke_interval: float = 15.0, **context: Any) -> dict[str, Any] | PodsWait:
+    """One look: done once no pod of the group's deleted Jobs is left (one list per namespace);
+    else what to wait on (``PodsWait``: the task defers, holding no worker slot, until one of those
+    pods goes, or the next time it must look anyway: the pods-gone timeout, ``poke_interval`` at the
+    latest). Fails once the pods outlast ``pods_gone_timeout_seconds`` after the deletion."""
     label_map_index(deletion.get("namespaces"))
     params, rt = _params(cluster_name, context)
     renew_lock(rt)
+    state = dict(state or {})
     uids_by_namespace: dict[str, set[str]] = {}
     for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
         uids_by_namespace.setdefault(entry["namespace"], set()).add(entry["uid"])
-    started = time.monotonic()
     left: dict[str, list[str]] = {}
+    waits: list[dict[str, Any]] = []
     for namespace, uids in sorted(uids_by_namespace.items()):
-        budget = max(0.0, POD_WAIT_PER_POKE_SECONDS - (time.monotonic() - started))
-        try:
-            rt.kube.wait_until(PODS, lambda objs, u=uids: not _pods_of(objs, u), budget, namespace=namespace, label_selector=JOB_CONTROLLER_UID_LABEL)
-        except WaitTimeout as exc:
-            left[namespace] = _pods_of(exc.objects, uids)
+        selector = f"{JOB_CONTROLLER_UID_LABEL} in ({','.join(sorted(uids))})"
+        pods, resource_version = rt.kube.list(PODS, namespace, label_selector=selector)
+        mine = {p["metadata"]["name"]: p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_CONTROLLER_UID_LABEL) in uids}
+        if mine:
+            left[namespace] = sorted(f"{namespace}/{name}" for name in mine)
+            seen = {name: p["metadata"].get("resourceVersion") or "" for name, p in mine.items()}
+            waits.append({"namespace": namespace, "label_selector": selector, "resource_version": resource_version, "seen": seen})
     if not left:
-        log.info("every pod of the %d deleted Job(s) is gone", sum(len(u) for u in uids_by_namespace.values()))
-        return True
-    pods = [p for names in left.values() for p in names]
+        gone = sum(len(u) for u in uids_by_namespace.values())
+        log.info("every pod of the %d deleted Job(s) is gone", gone)
+        return {"index": deletion.get("index"), "jobs": gone}
+    pods_left = [p for names in left.values() for p in names]
+    now = _now()
     deadline = dt.datetime.fromisoformat(deletion["at"]) + dt.timedelta(seconds=params.pods_gone_timeout_seconds)
-    if _now() >= deadline:
+    if now >= deadline:
         fail(
-            f"{len(pods)} pod(s) of deleted Jobs still there {params.pods_gone_timeout_seconds}s after the deletion: "
-            f"{', '.join(pods[:20])}; no fresh Job is started for their CronJobs"
+            f"{len(pods_left)} pod(s) of deleted Jobs still there {params.pods_gone_timeout_seconds}s after the deletion: "
+            f"{', '.join(pods_left[:20])}; no fresh Job is started for their CronJobs"
         )
-    log.info("waiting for %d pod(s) of deleted Jobs to go: %s", len(pods), ", ".join(pods[:20]))
-    return False
+    moment = min(deadline, now + dt.timedelta(seconds=poke_interval))
+    log.info("waiting for %d pod(s) of deleted Jobs to go, until %s at the latest: %s", len(pods_left), moment.isoformat(), ", ".join(pods_left[:20]))
+    return PodsWait(waits, moment, state)
 
 
 # --------------------------------------------------------------------------------------------- create

@@ -58,7 +58,13 @@ DRY_RUN_SHOWS = (
 _DOCS = {
     "plan": "Reads the form, checks the maintenance window, lists the chosen namespaces' workloads and decides what to restart or skip; splits the namespaces into shards. Changes nothing.",
     "preflight": "Takes the cluster's maintenance lock. A dry run ends here.",
-    "restart": "One shard of namespaces, restarted longest ago first: restarts its workloads as `kubectl rollout restart` does (a `restartedAt` annotation on the pod template), at most the set number rolling at once, and waits until each rollout completed as `kubectl rollout status` judges it (once: the workload is marked `kube-maintenance.io/rolled-out`). Fails fast, naming the workload, when a rollout fails, and tells the other shards (on the cluster's Lease) to start no more restarts.",
+    "restart": (
+        "One shard of namespaces, restarted longest ago first: restarts its workloads as `kubectl rollout restart` does (a `restartedAt` annotation on the pod template), "
+        "at most the set number rolling at once, and waits until each rollout completed as `kubectl rollout status` judges it (once: the workload is marked "
+        "`kube-maintenance.io/rolled-out`). While its rollouts roll it is **deferred** to the triggerer (no worker slot held), which watches the workloads and "
+        "wakes it at their first change, or when a rollout's timeout, a progress deadline or a new pod's stuck limit is due. "
+        "Fails fast, naming the workload, when a rollout fails, and tells the other shards (on the cluster's Lease) to start no more restarts."
+    ),
 }
 
 
@@ -70,8 +76,9 @@ def rollout_restart_dag(cluster: ClusterConfig) -> Any:
     settings = cluster.operation(OPERATION)
     # Shards of namespaces, i.e. map indexes of the restart task, all of which may run at once.
     max_parallel_tasks = int(settings.get("max_parallel_tasks", 8))
+    # The longest a shard sleeps between looks (it wakes at the first change of what it waits on).
+    # ``wait_per_poke_seconds`` (how long a poke watched in the worker) is retired: accepted, unused.
     poke = float(settings.get("poke_interval_seconds", 15))
-    wait_per_poke = float(settings.get("wait_per_poke_seconds", 60))
     base = {f.name: getattr(RolloutRestartParams, f.name, None) for f in FIELDS}
     base.update(namespace_selector=None, namespaces=None, exclude_namespaces=None, workload_selector=None, kinds=list(KINDS))
     with operation_dag(
@@ -93,19 +100,17 @@ def rollout_restart_dag(cluster: ClusterConfig) -> Any:
         kwargs = {"cluster_name": cluster.name}
         plan = task(task_id="plan", doc_md=_DOCS["plan"])(op.plan)(**kwargs, max_parallel_tasks=max_parallel_tasks)
         preflight = task(task_id="preflight", doc_md=_DOCS["preflight"])(op.preflight)(**kwargs)
-        restart = (
-            task.sensor(
-                task_id="restart",
-                poke_interval=poke,
-                timeout=48 * 3600,
-                mode="reschedule",
-                max_active_tis_per_dagrun=max_parallel_tasks,
-                map_index_template=MAP_LABEL_TEMPLATE,
-                doc_md=_DOCS["restart"],
-            )(op.restart)
-            .partial(**kwargs, wait_per_poke_seconds=wait_per_poke)
-            .expand(shard=plan)
-        )
+        from kube_maintenance.rollout_restart.shards import RestartShardOperator
+
+        # One mapped task instance per shard, deferring to the triggerer while its rollouts roll.
+        restart = RestartShardOperator.partial(
+            task_id="restart",
+            cluster_name=cluster.name,
+            poke_interval=poke,
+            max_active_tis_per_dagrun=max_parallel_tasks,
+            map_index_template=MAP_LABEL_TEMPLATE,
+            doc_md=_DOCS["restart"],
+        ).expand(shard=plan)
         approval = approval_gate(cluster, OPERATION)  # [] unless the cluster requires approval
         chain(plan, *approval, preflight, restart)
         finish_run([plan, *approval, preflight, restart], op.cleanup, **kwargs)

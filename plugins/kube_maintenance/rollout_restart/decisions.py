@@ -419,6 +419,35 @@ def stuck_pods(workload: Obj, pods: Iterable[Obj], restarted: dt.datetime, now: 
     return sorted(stuck)
 
 
+def next_stuck_check(workload: Obj, pods: Iterable[Obj], restarted: dt.datetime, now: dt.datetime, stuck_seconds: float) -> dt.datetime:
+    """When ``stuck_pods`` could first name a pod of the workload that it does not name now: the
+    earliest moment one of its new pods not Ready yet reaches ``stuck_seconds`` (a pod made from
+    now on cannot before ``now + stuck_seconds``; none before ``restarted + stuck_seconds``)."""
+    uid = workload["metadata"].get("uid")
+    due = max(now, restarted) + dt.timedelta(seconds=stuck_seconds)
+    for pod in pods:
+        meta = pod["metadata"]
+        owner = next((r for r in meta.get("ownerReferences") or () if r.get("controller")), None)
+        if owner is None or owner.get("uid") != uid or meta.get("deletionTimestamp") or _pod_ready(pod):
+            continue
+        created = parse_time(meta.get("creationTimestamp"))
+        if created is not None and created >= restarted:
+            due = min(due, max(created + dt.timedelta(seconds=stuck_seconds), now))
+    return due
+
+
+def progress_deadline_at(deployment: Obj) -> dt.datetime | None:
+    """When the Deployment controller will call a rollout that stops progressing timed out
+    (deploymentutil.DeploymentTimedOut: the Progressing condition's lastUpdateTime plus
+    progressDeadlineSeconds); None when it has no deadline, no such condition, or already did."""
+    seconds = (deployment.get("spec") or {}).get("progressDeadlineSeconds")
+    progressing = _condition(deployment.get("status") or {}, "Progressing")
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds >= 2**31 - 1 or progressing is None or progressing.get("reason") == TIMED_OUT_REASON:
+        return None
+    updated = parse_time(progressing.get("lastUpdateTime"))
+    return None if updated is None else updated + dt.timedelta(seconds=seconds)
+
+
 # --------------------------------------------------------------------------------------------- shards
 @dataclass(frozen=True)
 class Shard:

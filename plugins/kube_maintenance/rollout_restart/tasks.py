@@ -1,16 +1,19 @@
 """Namespace-wide rollout restart: the work each task of the DAG does.
 
 plan (namespaces, workloads, shards) -> preflight (lock) -> restart, mapped over shards of namespaces
-(a reschedule-mode sensor: each poke restarts and watches for a bounded time, then frees its worker
-slot) -> release the lock and summarise.
+(``shards.RestartShardOperator``: each look runs in a worker and returns quickly; while rollouts
+roll, the task is deferred to the triggerer, holding no worker slot) -> release the lock and
+summarise.
 
 Within a shard, namespaces go one after the other and, in each, the kinds in the order the form
-gives them. For one kind in one namespace a single list+watch follows every workload: up to the
-shard's share of the cluster's ``max_concurrent_rollouts`` are restarted, and as each rollout
-completes (kubectl's judgement) the next one is patched, on the same watch. So a namespace costs a
-watch per kind, not a poll per workload.
+gives them. A look at one kind in one namespace is a single list: it starts restarts while the
+shard's share of the cluster's ``max_concurrent_rollouts`` allows, judges each rollout as
+``kubectl rollout status`` does, marks the ones seen complete, and fails on a failed one. Until the
+next look the shard waits on those workloads only (``RolloutProgressTrigger``: a watch resumed from
+that list's resourceVersion), so a namespace costs a list per change of its rollouts, not a poll
+per workload.
 
-Every poke starts from what the cluster says, so retries, reschedules and re-runs are safe: a
+Every look starts from what the cluster says, so retries, triggerer restarts and re-runs are safe: a
 workload whose template carries a restartedAt at or after the run's start is never patched again,
 only waited for.
 """
@@ -24,7 +27,7 @@ from typing import Any, Callable, Mapping
 
 from kube_maintenance.rollout_restart import decisions as rules
 from kube_maintenance.core.audit import AuditTrail
-from kube_maintenance.core.k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef, WaitFailed, WaitTimeout
+from kube_maintenance.core.k8s import DAEMONSETS, DEPLOYMENTS, NAMESPACES, PODS, STATEFULSETS, STRATEGIC_MERGE_PATCH, KubeApiError, KubeClient, ResourceRef
 from kube_maintenance.rollout_restart.decisions import ParamError, RolloutRestartParams, Shard, Verdict, WorkloadView
 from kube_maintenance.core.forms import run_conf
 from kube_maintenance.core.selectors import selector_string
@@ -34,7 +37,7 @@ log = logging.getLogger("kube_maintenance.rollout_restart")
 
 STOPPED_BY_FAILURE = "not starting more restarts: another shard failed"
 STOPPED_BY_WINDOW = "not starting more restarts"
-STOP_CHECK_SECONDS = 1.0  # how stale a shard's view of the stop signal may be
+STOP_CHECK_SECONDS = 1.0  # how stale a shard's view of the stop signal may be within a look
 
 KIND_REFS: dict[str, ResourceRef] = {rules.DEPLOYMENT: DEPLOYMENTS, rules.DAEMONSET: DAEMONSETS, rules.STATEFULSET: STATEFULSETS}
 
@@ -210,8 +213,7 @@ def preflight(cluster_name: str, **context: Any) -> str:
 
 # --------------------------------------------------------------------------------------------- restart
 class RolloutFailed(Exception):
-    """A workload's rollout failed; the message names it. (Not a ValueError/OSError: ``wait_until``
-    takes those for a cut stream.)"""
+    """A workload's rollout failed; the message names it."""
 
 
 @dataclass
@@ -222,9 +224,31 @@ class ShardResult:
     stopped: str | None = None  # why restarts stopped starting (the window closing)
 
 
+@dataclass
+class Wait:
+    """What a shard waits on after a look: the workloads of one kind in one namespace, as the look
+    saw them (the resourceVersion of its list, and each object's after the look's own patches),
+    until ``wake_at`` at the latest (None: nothing is due; the caller's longest sleep applies)."""
+
+    ref: ResourceRef
+    namespace: str
+    label_selector: str | None
+    resource_version: str
+    seen: dict[str, str]
+    wake_at: dt.datetime | None
+    why: str
+
+    @property
+    def watch(self) -> dict[str, Any]:
+        from kube_maintenance.core.watches import watch_target
+
+        return watch_target(self.ref, self.namespace, self.resource_version, self.seen, self.label_selector)
+
+
 class KindRollout:
     """The workloads of one kind in one namespace: restart at most ``max_in_flight`` at once and
-    follow them all with one list+watch until each rollout completed, or one failed."""
+    look again (``look``) until each rollout completed, or one failed. Between looks the caller
+    waits for a change of these workloads (``Wait``): in the triggerer, or in process (``run``)."""
 
     def __init__(
         self,
@@ -239,6 +263,7 @@ class KindRollout:
         may_start: Callable[[], str | None] = lambda: None,
         planned_skips: Mapping[str, str] | None = None,
         event: Callable[[Mapping[str, Any], str, str], None] = lambda obj, reason, message: None,
+        patched: Mapping[str, int] | None = None,
     ) -> None:
         self.kube, self.audit, self.params, self.since = kube, audit, params, since
         self.namespace, self.kind, self.max_in_flight = namespace, kind, max_in_flight
@@ -247,7 +272,8 @@ class KindRollout:
         self.may_start = may_start
         self.planned_skips = planned_skips or {}  # the plan's skips (restarted recently, opted out, ...)
         self.event = event
-        self.patched: dict[str, int] = {}  # name -> generation our patch produced
+        self.patched: dict[str, int] = dict(patched or {})  # name -> generation our patch produced
+        self.written: dict[str, str] = {}  # name -> resourceVersion our own last write left
 
     def _views(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> list[tuple[WorkloadView, dict[str, Any]]]:
         now = _now()
@@ -258,6 +284,11 @@ class KindRollout:
                 view = WorkloadView(view.kind, view.namespace, view.name, Verdict.SKIP, self.planned_skips[view.ref], view.restarted_at)
             out.append((view, obj))
         return out
+
+    def _wrote(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if meta.get("name") and meta.get("resourceVersion"):
+            self.written[meta["name"]] = meta["resourceVersion"]
 
     def _mark_rolled_out(self, view: WorkloadView, obj: dict[str, Any]) -> None:
         """First time a restart is seen complete: say so on the workload, so that a later dip of
@@ -271,6 +302,7 @@ class KindRollout:
             if err.status == 404:
                 return
             raise
+        self._wrote(marked)
         self.audit.record("rolled-out", view.ref, before=view.why, after=value, kind=self.kind, namespace=self.namespace)
         self.event(marked, "RolloutComplete", f"rollout of restart {value} complete: {view.why}")
 
@@ -313,50 +345,109 @@ class KindRollout:
             raise
         generation = int(patched["metadata"].get("generation") or 0)
         self.patched[view.name] = generation
+        self._wrote(patched)
         self.result.restarted.append(view.ref)
         self.audit.record("restart", view.ref, before=rules.restarted_at_value(obj), after=value, kind=self.kind, namespace=self.namespace, generation=generation)
         self.event(patched, "RolloutRestarted", f"restarted as kubectl rollout restart does ({rules.RESTARTED_AT_ANNOTATION}={value})")
         return True
 
-    def run(self, deadline: float) -> bool:
-        """Until this kind is done in the namespace (True) or ``deadline`` (monotonic) passes (False).
-        Raises RolloutFailed naming the workload whose rollout failed."""
-        # StatefulSets and DaemonSets have no progress deadline: look at their new pods now and then.
-        check_pods_every = max(1.0, min(30.0, self.params.stuck_pod_seconds / 3)) if self.kind != rules.DEPLOYMENT else None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            try:
-                self.kube.wait_until(
-                    self.ref,
-                    self.step,
-                    min(remaining, check_pods_every or remaining),
-                    namespace=self.namespace,
-                    label_selector=self.params.workload_selector or None,
-                    fail=self.fail,
-                )
-                return True
-            except WaitFailed as exc:
-                raise RolloutFailed(str(exc)) from None
-            except WaitTimeout as exc:
-                self._check_stuck_pods(exc.objects)
-
-    def _check_stuck_pods(self, objects: Mapping[tuple[str, str], dict[str, Any]]) -> None:
-        if self.kind == rules.DEPLOYMENT:
-            return  # the Deployment controller's progress deadline says it (ProgressDeadlineExceeded)
+    def look(self) -> Wait | None:
+        """One look: list the kind in the namespace, fail on a failed rollout (RolloutFailed naming
+        the workload), start what may start; None once this kind is done in the namespace, else
+        what to wait on and until when at the latest."""
+        selector = self.params.workload_selector or None
+        items, resource_version = self.kube.list(self.ref, self.namespace, label_selector=selector)
+        objects = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in items}
+        reason = self.fail(objects)
+        if reason:
+            raise RolloutFailed(reason)
+        if self.step(objects):
+            return None
         now = _now()
+        due = [self._check_stuck_pods(objects, now)]
+        rolling = [(v, obj) for v, obj in self._views(objects) if v.verdict is Verdict.ROLLING]
+        for view, obj in rolling:
+            # A rollout that never completes changes nothing more to watch: look at its timeout
+            # (judge calls it failed once it is past), and at a Deployment's progress deadline.
+            if view.restarted_at is not None:
+                due.append(view.restarted_at + dt.timedelta(seconds=self.params.rollout_timeout_seconds + 1))
+            if self.kind == rules.DEPLOYMENT:
+                deadline = rules.progress_deadline_at(obj)
+                due.append(deadline + dt.timedelta(seconds=1) if deadline else None)
+        seen = {name: obj["metadata"].get("resourceVersion") or "" for (_, name), obj in objects.items()} | self.written
+        why = f"{len(rolling)} {self.kind} rollout(s) in {self.namespace}: " + "; ".join(f"{v.name}: {v.why}" for v, _ in rolling[:5])
+        return Wait(self.ref, self.namespace, selector, resource_version, seen, min((d for d in due if d is not None), default=None), why)
+
+    def _check_stuck_pods(self, objects: Mapping[tuple[str, str], dict[str, Any]], now: dt.datetime) -> dt.datetime | None:
+        """Fail (RolloutFailed) a StatefulSet or DaemonSet whose new pod is not Ready
+        ``stuck_pod_seconds`` after it was created (they have no progress deadline of their own);
+        when to look again for that (None: a Deployment, whose controller's progress deadline says it)."""
+        if self.kind == rules.DEPLOYMENT:
+            return None
+        due: dt.datetime | None = None
+        stuck_seconds = self.params.stuck_pod_seconds
         for view, obj in self._views(objects):
             if view.verdict is not Verdict.ROLLING or view.restarted_at is None:
                 continue
-            if (now - view.restarted_at).total_seconds() < self.params.stuck_pod_seconds:
-                continue
-            pods, _ = self.kube.list(PODS, self.namespace, label_selector=selector_string(obj["spec"].get("selector")) or None)
-            stuck = rules.stuck_pods(obj, pods, view.restarted_at, now, self.params.stuck_pod_seconds)
-            if stuck:
-                why = f"rollout stuck: new pod(s) {', '.join(stuck)}; {view.why}"
-                self.result.failures[view.ref] = why
-                raise RolloutFailed(f"{view.ref}: {why}")
+            if (now - view.restarted_at).total_seconds() < stuck_seconds:
+                at = view.restarted_at + dt.timedelta(seconds=stuck_seconds)
+            else:
+                pods, _ = self.kube.list(PODS, self.namespace, label_selector=selector_string(obj["spec"].get("selector")) or None)
+                stuck = rules.stuck_pods(obj, pods, view.restarted_at, now, stuck_seconds)
+                if stuck:
+                    why = f"rollout stuck: new pod(s) {', '.join(stuck)}; {view.why}"
+                    self.result.failures[view.ref] = why
+                    raise RolloutFailed(f"{view.ref}: {why}")
+                at = rules.next_stuck_check(obj, pods, view.restarted_at, now, stuck_seconds)
+            due = at if due is None else min(due, at)
+        return due
+
+
+KIND_ORDER_KEY = "at"  # the shard's position, [namespace index, kind index], in a look's state
+
+
+def look_at_shard(
+    kube: KubeClient,
+    audit: AuditTrail,
+    params: RolloutRestartParams,
+    since: dt.datetime,
+    shard: Shard,
+    state: dict[str, Any],
+    result: ShardResult,
+    may_start: Callable[[], str | None] = lambda: None,
+    planned_skips: Mapping[str, str] | None = None,
+    event: Callable[[Mapping[str, Any], str, str], None] = lambda obj, reason, message: None,
+) -> Wait | None:
+    """One look at a shard, from where ``state`` says it stands (its namespace and kind, and the
+    generations this task instance's patches produced there; updated in place): namespaces one
+    after the other, in each the kinds in order, each done before the next starts. None once the
+    shard is done (or stopped: ``result.stopped``; or failed: ``result.failures``), else what the
+    shard waits on."""
+    position = state.get(KIND_ORDER_KEY) or [0, 0]
+    ns_index, kind_index = int(position[0]), int(position[1])
+    while ns_index < len(shard.namespaces):
+        namespace, kind = shard.namespaces[ns_index], params.kinds[kind_index]
+        rollout = KindRollout(kube, audit, params, since, namespace, kind, shard.max_in_flight, result, may_start, planned_skips, event, state.get("patched"))
+        try:
+            wait = rollout.look()
+        except RolloutFailed as exc:
+            if not result.failures:  # the failing workload is recorded where it is found; just in case
+                result.failures[f"{kind.lower()}s in {namespace}"] = str(exc)
+            return None
+        if wait is not None:  # (stopped or not: what the shard started is followed to its end)
+            state[KIND_ORDER_KEY] = [ns_index, kind_index]
+            state["patched"] = rollout.patched
+            return wait
+        if result.stopped:
+            result.finished = True
+            return None
+        state["patched"] = {}
+        kind_index += 1
+        if kind_index == len(params.kinds):
+            ns_index, kind_index = ns_index + 1, 0
+    state[KIND_ORDER_KEY] = [ns_index, 0]
+    result.finished = True
+    return None
 
 
 def roll_shard(
@@ -370,44 +461,69 @@ def roll_shard(
     planned_skips: Mapping[str, str] | None = None,
     event: Callable[[Mapping[str, Any], str, str], None] = lambda obj, reason, message: None,
 ) -> ShardResult:
-    """Restart and verify the shard's namespaces, for at most ``seconds``. Failures are in the result."""
+    """Restart and verify the shard's namespaces in process, for at most ``seconds``, waiting between
+    looks as the triggerer does (the benchmark runs it without Airflow). Failures are in the result."""
+    from kube_maintenance.core.watches import first_relevant_change
+
     result = ShardResult()
+    state: dict[str, Any] = {}
     deadline = time.monotonic() + seconds
-    for namespace in shard.namespaces:
-        for kind in params.kinds:
-            rollout = KindRollout(kube, audit, params, since, namespace, kind, shard.max_in_flight, result, may_start, planned_skips, event)
-            try:
-                if not rollout.run(deadline):
-                    return result
-            except RolloutFailed as exc:
-                if not result.failures:  # the failing workload is recorded where it is found; just in case
-                    result.failures[f"{kind.lower()}s in {namespace}"] = str(exc)
-                return result
-            if result.stopped:
-                result.finished = True
-                return result
-    result.finished = True
-    return result
+    while True:
+        wait = look_at_shard(kube, audit, params, since, shard, state, result, may_start, planned_skips, event)
+        remaining = deadline - time.monotonic()
+        if wait is None or remaining <= 0:
+            return result
+        if wait.wake_at is not None:
+            remaining = min(remaining, max(0.0, (wait.wake_at - _now()).total_seconds()))
+        try:
+            first_relevant_change(kube, wait.watch, remaining)
+        except Exception as exc:  # noqa: BLE001 - as in the triggerer: a wait cut short just looks again
+            log.info("watching %s ended early: %s", wait.why, exc)
 
 
-def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: float = 60, **context: Any) -> bool:
-    """One poke of a shard: restart and watch for at most ``wait_per_poke_seconds``.
+# How long a shard may take in all, as its sensor's timeout was: the task's own deadline.
+SHARD_TIMEOUT_SECONDS = 48 * 3600
 
-    True once every workload of the shard rolled out; False to be poked again. Fails fast, naming
-    the workload, when a rollout fails (progress deadline, a pod never Ready, the timeout).
+
+@dataclass
+class ShardWaits:
+    """A shard's look ended waiting: defer with this (see ``RestartShardOperator``)."""
+
+    wait: Wait
+    moment: dt.datetime
+    state: dict[str, Any]
+
+
+def restart(cluster_name: str, shard: dict[str, Any], state: dict[str, Any] | None = None, poke_interval: float = 15.0, **context: Any) -> dict[str, Any] | ShardWaits:
+    """One look at a shard (``state``: where the last look left it, carried by the deferral).
+
+    Restarts what may start now and judges every rollout as ``kubectl rollout status`` does; returns
+    the shard's summary once every workload of it rolled out, else what to wait on (``ShardWaits``:
+    the task defers, holding no worker slot, until one of those workloads changes or the next time
+    it must look anyway, ``poke_interval`` at the latest). Fails fast, naming the workload, when a
+    rollout fails (progress deadline, a pod never Ready, the timeout), and tells the other shards.
     """
     label_map_index(shard.get("namespaces"))
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run")
     the_shard = Shard.from_xcom(shard)
+    state = dict(state or {})
+    now = _now()
+    began = dt.datetime.fromisoformat(state["began"]) if state.get("began") else now
+    state["began"] = began.isoformat()
+    where = f"shard {the_shard.index} ({', '.join(the_shard.namespaces)})"
+    if (now - began).total_seconds() > SHARD_TIMEOUT_SECONDS:
+        fail(f"{where}: still not rolled out {SHARD_TIMEOUT_SECONDS // 3600} h after it began ({began.isoformat()}); the workloads left are in the summary")
     renew_lock(rt)
     lock = rt.lock
     stop_checked = {"at": 0.0, "why": None}
 
     def may_start() -> str | None:
         # Another shard's failure stops this one from starting restarts (what it started is still
-        # followed). One look at the Lease every few seconds, not one per restart.
+        # followed). Read on the Lease at most once a second while starting restarts. A shard only
+        # waits when it has nothing it may start (its budget is full), so a wait needs no timer for
+        # it: the next look, at the first rollout that completes, reads it again before starting.
         if time.monotonic() - stop_checked["at"] >= STOP_CHECK_SECONDS:
             stop_checked.update(at=time.monotonic(), why=lock.stop_requested())
         if stop_checked["why"]:
@@ -418,21 +534,27 @@ def restart(cluster_name: str, shard: dict[str, Any], wait_per_poke_seconds: flo
         return f"{STOPPED_BY_WINDOW}: {closed}" if closed else None
 
     planned_skips = (_plan_from(context) or {}).get("skipped") or {}
-    result = roll_shard(rt.kube, rt.audit, params, run_started(context), the_shard, wait_per_poke_seconds, may_start, planned_skips, rt.event)
-    context["ti"].xcom_push(key="failures", value=result.failures)
+    result = ShardResult()
+    wait = look_at_shard(rt.kube, rt.audit, params, run_started(context), the_shard, state, result, may_start, planned_skips, rt.event)
+    state["restarted"] = int(state.get("restarted") or 0) + len(result.restarted)
     if result.failures:
+        context["ti"].xcom_push(key="failures", value=result.failures)
         why = "; ".join(f"{ref}: {why}" for ref, why in sorted(result.failures.items()))
         try:
             lock.request_stop(why)
         except Exception as exc:  # noqa: BLE001 - the failure itself is what must be reported
             log.warning("could not tell the run's other shards to stop: %s", exc)
         fail("rollout failed: " + why)
-    if result.stopped:
+    if wait is None and result.stopped:
         context["ti"].xcom_push(key="stopped", value=result.stopped)
         skip(f"{result.stopped}; the workloads not restarted wait for the next run")
-    if not result.finished:
-        log.info("shard %d (%s): still rolling; restarted %d this poke", the_shard.index, ", ".join(the_shard.namespaces), len(result.restarted))
-    return result.finished
+    if wait is None:
+        log.info("%s: every workload rolled out (%d restarted by this task)", where, state["restarted"])
+        return {"shard": the_shard.index, "namespaces": list(the_shard.namespaces), "restarted": state["restarted"]}
+    latest = min(now + dt.timedelta(seconds=poke_interval), began + dt.timedelta(seconds=SHARD_TIMEOUT_SECONDS))
+    moment = max(now, min(wait.wake_at, latest)) if wait.wake_at is not None else latest
+    log.info("%s: %s; restarted %d this look; waiting for a change until %s at the latest", where, wait.why, len(result.restarted), moment.isoformat())
+    return ShardWaits(wait, moment, state)
 
 
 # ---------------------------------------------------------------------------------------------- finish
