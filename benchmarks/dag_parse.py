@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("kubernetes", "boto3", "botocore", "airflow.providers.cncf.kubernetes.hooks", "airflow.providers.amazon.aws.hooks")
+HEAVY = ("kubernetes", "boto3", "botocore", "aiohttp", "aiosmtplib", "airflow.providers.cncf.kubernetes.hooks", "airflow.providers.amazon.aws.hooks", "airflow.providers.smtp.hooks", "airflow.providers.http.hooks")
 
 # Runs in a fresh interpreter per DAG file, so that no module one file imported is free for the next.
 _PROBE = r"""
@@ -33,7 +33,7 @@ for i in range(int(sys.argv[2])):
     bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
     rounds.append(time.perf_counter() - started)
     if i == 0:
-        heavy = sorted({m for m in set(sys.modules) - before if m.split(".")[0] in ("kubernetes", "boto3", "botocore") or m.startswith(("airflow.providers.cncf.kubernetes.hooks", "airflow.providers.amazon.aws.hooks"))})
+        heavy = sorted({m for m in set(sys.modules) - before if m.split(".")[0] in ("kubernetes", "boto3", "botocore", "aiohttp", "aiosmtplib") or m.startswith(("airflow.providers.cncf.kubernetes.hooks", "airflow.providers.amazon.aws.hooks", "airflow.providers.smtp.hooks", "airflow.providers.http.hooks"))})
 print(json.dumps({"seconds": rounds, "dags": {d: len(bag.dags[d].tasks) for d in bag.dags}, "errors": {k: str(v)[:300] for k, v in bag.import_errors.items()}, "heavy": heavy}))
 """
 
@@ -44,6 +44,8 @@ def registry(clusters: int) -> dict:
     ops = {"node_replacement": {"max_batches": 20, "scheduled": True}, "cronjob_refresh": {"scheduled": True}, "rollout_restart": {"scheduled": True}}
     return {
         "version": 1,
+        # Failure alerts on, as in production: each DAG then has its notifiers and a deadline alert.
+        "alerts": [{"type": "email", "to": ["oncall@example.com"]}, {"type": "webhook", "http_conn_id": "alerts_webhook", "endpoint": "/hooks/kube-maintenance"}],
         "clusters": [
             {"name": f"cluster-{i:02d}", "kubernetes_conn_id": f"k8s_{i}", "aws_conn_id": f"aws_{i}", "region": "eu-west-1", "timezone": "Europe/Paris", "maintenance_window": window, "operations": ops}
             for i in range(clusters)

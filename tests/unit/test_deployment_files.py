@@ -74,14 +74,19 @@ def test_compose_settings_match_the_distributed_test() -> None:
     assert "KUBE_MAINTENANCE_REGISTRY" in common, "the registry's location comes from the environment"
 
 
-def _third_party_imports() -> set[str]:
+def _imported_modules() -> set[str]:
     names = set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
+                names |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+                names.add(node.module)
+    return names
+
+
+def _third_party_imports() -> set[str]:
+    names = {n.split(".")[0] for n in _imported_modules()}
     return {n for n in names if n not in sys.stdlib_module_names and n != "kube_maintenance"}
 
 
@@ -96,6 +101,10 @@ def test_the_package_declares_lower_bounds_only_and_a_dependency_for_every_impor
     for module in _third_party_imports():
         assert module in provided_by, f"kube_maintenance imports {module}: declare the distribution that provides it in pyproject.toml"
         assert provided_by[module] in names, f"{module} needs {provided_by[module]} in pyproject.toml's dependencies"
+    # A provider's module needs that provider (airflow.providers.cncf.kubernetes: apache-airflow-providers-cncf-kubernetes).
+    providers = {f"airflow.providers.{n.removeprefix('apache-airflow-providers-').replace('-', '.')}." for n in names if n.startswith("apache-airflow-providers-")}
+    for module in sorted(m for m in _imported_modules() if m.startswith("airflow.providers.")):
+        assert any(module.startswith(p) for p in providers), f"kube_maintenance imports {module}: declare its provider in pyproject.toml's dependencies"
 
 
 @pytest.mark.timeout(300)

@@ -57,7 +57,10 @@ def operation_dag(
     """The DAG every operation shares: one per cluster, its window's schedule, the form, tags, docs, retries."""
     from airflow.sdk import DAG
 
+    from kube_maintenance.core.alerts import alert_arguments
+
     settings = cluster.operation(operation)
+    alerts = alert_arguments(cluster, operation)  # where failures go: the registry's alerts
     defaults = form_defaults(base_defaults, settings.get("defaults"))
     scheduled = {**defaults, **(settings.get("defaults") or {})} if settings.get("scheduled") else None
     return DAG(
@@ -74,8 +77,10 @@ def operation_dag(
             "owner": cluster.owner,
             "retries": int(settings.get("retries", 2)),
             "retry_delay": dt.timedelta(seconds=float(settings.get("retry_delay_seconds", 30))),
+            **alerts.task,
         },
         render_template_as_native_obj=True,
+        **alerts.dag,
     )
 
 

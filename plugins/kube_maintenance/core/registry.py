@@ -48,6 +48,7 @@ class ClusterConfig:
     protected_namespaces: tuple[str, ...]
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    alerts: tuple[AlertDestination, ...] = ()  # where failed, aborted and overrunning runs are reported (core/alerts.py)
     owner: str = DEFAULT_OWNER  # shown as every task's owner in the Airflow UI
     eks_cluster_name: str | None = None  # reach the cluster through aws_conn_id's EKS access, not kubernetes_conn_id
     lock_namespace: str = DEFAULT_LOCK_NAMESPACE  # the namespace of the cluster's maintenance Lease
@@ -104,6 +105,82 @@ def _window(raw: Any, where: str, tz: str) -> MaintenanceWindow:
     return MaintenanceWindow(tuple(days), int(m.group(1)), int(m.group(2)), duration, tz)
 
 
+# Where failures go (``alerts``): each destination a provider's notifier sends through an Airflow connection.
+ALERT_TYPES = {
+    # type: (its connection id's key, the keys it takes)
+    "email": ("smtp_conn_id", ("type", "to", "smtp_conn_id", "from_email")),  # the smtp provider's SmtpNotifier
+    "webhook": ("http_conn_id", ("type", "http_conn_id", "endpoint")),  # the http provider's HttpNotifier (a JSON POST)
+}
+DEFAULT_SMTP_CONN_ID = "smtp_default"
+_CONN_ID = re.compile(r"^[\w.-]+$")  # what Airflow accepts as a connection id
+_EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+
+
+@dataclass(frozen=True)
+class AlertDestination:
+    """One place a cluster's failed, aborted or overrunning runs are reported (sent by core/alerts.py)."""
+
+    type: str  # "email" or "webhook"
+    conn_id: str  # the smtp connection (email) or http connection (webhook: its host is the URL, its extra the headers)
+    to: tuple[str, ...] = ()  # email: the recipients
+    from_email: str | None = None  # email: the sender (default: the smtp connection's from_email)
+    endpoint: str = ""  # webhook: the path posted to, under the connection's host
+
+    def describe(self) -> str:
+        if self.type == "email":
+            return f"email to {', '.join(self.to)} through the smtp connection {self.conn_id}"
+        return f"webhook through the http connection {self.conn_id}{(' at ' + self.endpoint) if self.endpoint else ''}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON for the deadline alert's callback (stored with the serialized DAG)."""
+        return {"type": self.type, "conn_id": self.conn_id, "to": list(self.to), "from_email": self.from_email, "endpoint": self.endpoint}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlertDestination:
+        return cls(data["type"], data["conn_id"], tuple(data.get("to") or ()), data.get("from_email"), data.get("endpoint") or "")
+
+
+def _alerts(raw: Any, where: str) -> tuple[AlertDestination, ...]:
+    """A list of destinations: ``{type: email, to: [...], smtp_conn_id, from_email}`` or ``{type: webhook, http_conn_id, endpoint}``."""
+    if not isinstance(raw, list):
+        raise RegistryError(f"{where}: expected a list of destinations ({' or '.join(ALERT_TYPES)}), e.g. [{{type: email, to: [oncall@example.com]}}]; [] for none")
+    out = []
+    for i, entry in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{at}: expected a mapping with a type ({' or '.join(ALERT_TYPES)})")
+        kind = entry.get("type")
+        if kind not in ALERT_TYPES:
+            raise RegistryError(f"{at}.type: expected {' or '.join(ALERT_TYPES)}, got {kind!r}")
+        conn_key, keys = ALERT_TYPES[kind]
+        unknown = sorted(set(entry) - set(keys))
+        if unknown:
+            raise RegistryError(f"{at}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for a {kind} destination; expected {', '.join(keys)}")
+        conn_id = entry.get(conn_key, DEFAULT_SMTP_CONN_ID if kind == "email" else None)
+        if conn_id is None:
+            raise RegistryError(f"{at}.{conn_key}: required (the Airflow connection the {kind} goes through)")
+        if not isinstance(conn_id, str) or not _CONN_ID.match(conn_id):
+            raise RegistryError(f"{at}.{conn_key}: expected an Airflow connection id (letters, digits, '_', '.', '-'), got {conn_id!r}")
+        if kind == "email":
+            to = entry.get("to")
+            recipients = [to] if isinstance(to, str) else to
+            if not isinstance(recipients, list) or not recipients or not all(isinstance(r, str) and _EMAIL.match(r) for r in recipients):
+                raise RegistryError(f"{at}.to: expected an email address or a non-empty list of them, got {to!r}")
+            sender = entry.get("from_email")
+            if sender is not None and (not isinstance(sender, str) or not _EMAIL.match(sender)):
+                raise RegistryError(f"{at}.from_email: expected an email address, got {sender!r}")
+            out.append(AlertDestination("email", conn_id, tuple(recipients), sender))
+        else:
+            endpoint = entry.get("endpoint", "")
+            if not isinstance(endpoint, str) or re.search(r"\s", endpoint) or "://" in endpoint:
+                raise RegistryError(
+                    f"{at}.endpoint: expected a path on the http connection's host, got {endpoint!r} "
+                    "(the URL, and any token in it, belong in the connection, not in the registry)"
+                )
+            out.append(AlertDestination("webhook", conn_id, endpoint=endpoint))
+    return tuple(out)
+
+
 def parse_registry(data: Any, source: str = "<registry>") -> Registry:
     if not isinstance(data, dict):
         raise RegistryError(f"{source}: expected a mapping at top level")
@@ -113,6 +190,7 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
     raw_clusters = data.get("clusters")
     if not isinstance(raw_clusters, list) or not raw_clusters:
         raise RegistryError("clusters: expected a non-empty list")
+    default_alerts = _alerts(data.get("alerts", []), "alerts")  # every cluster's, unless it names its own
     clusters: list[ClusterConfig] = []
     seen: set[str] = set()
     for i, raw in enumerate(raw_clusters):
@@ -177,6 +255,7 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
                 raise RegistryError(f"{where}.operations.{op_name}: expected a mapping")
             if "enabled" in settings and not isinstance(settings["enabled"], bool):
                 raise RegistryError(f"{where}.operations.{op_name}.enabled: expected true or false")
+        alerts = _alerts(raw["alerts"], f"{where}.alerts") if "alerts" in raw else default_alerts
         clusters.append(
             ClusterConfig(
                 name=name,
@@ -188,6 +267,7 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
                 protected_namespaces=tuple(dict.fromkeys([*SYSTEM_NAMESPACES, *protected])),
                 operations={k: dict(v) for k, v in ops.items()},
                 description=str(raw.get("description", "")),
+                alerts=alerts,
                 owner=owner.strip(),
                 eks_cluster_name=eks_name,
                 lock_namespace=lock_namespace,
