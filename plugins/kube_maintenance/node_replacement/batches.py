@@ -6,9 +6,16 @@ Each instance walks its batch through the runbook's steps, in order:
     previous batch done -> launch surge -> cordon -> drain -> terminate -> wait for replacement -> validate
 
 A step either finishes (the next one runs at once) or says "not yet" (False); then the task defers
-to the triggerer, holding no worker slot, and resumes at the same step: after a poke interval, or
-for the drain as soon as a pod on the batch's nodes changes (a trigger that watches them). The
-first step waits on the batch before (another task instance): that wait is a reschedule, which
+to the triggerer, holding no worker slot, and resumes at the same step as soon as something the
+step judges changes, or after a poke interval at the latest: the drain as soon as a pod on the
+batch's nodes changes or a budget that refused an eviction allows one (``PodsOnNodesChangeTrigger``),
+the waits for surge and replacement nodes as soon as a Node joins or its readiness, taints or
+cordon change (``NodesChangeTrigger``), the validation between its spaced checks, woken early by
+a regression (``HealthChangeTrigger``). A step says what to watch in the batch's state
+(``watch_nodes``, ``watch_budgets``, ``wait_for_nodes``, ``wait_for_health``, and ``wake_at`` for a
+deadline of its own); without any, a plain timer (``PokeLaterTrigger``). What woke the task
+(``woken_by``) is handed to the step it resumes. The first step waits on the batch before
+(another task instance): that wait is a reschedule, which
 hands the decision back to the scheduler. What
 the steps hand to each other (the Deployments scaled up, the terminations, when replacements
 joined) travels with the deferral, in the trigger's event, so a triggerer restart loses nothing.
@@ -25,7 +32,7 @@ from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger
 
 from kube_maintenance.core.triggers import PokeLaterTrigger
-from kube_maintenance.node_replacement.triggers import PodsOnNodesChangeTrigger
+from kube_maintenance.node_replacement.triggers import HealthChangeTrigger, NodesChangeTrigger, PodsOnNodesChangeTrigger
 
 log = logging.getLogger("kube_maintenance.node_replacement")
 
@@ -50,9 +57,10 @@ class ReplaceBatchOperator(BaseOperator):
         return self._advance(context, {"step": 0})
 
     def resume(self, context: Any, event: dict[str, Any] | None = None, **_: Any) -> Any:
-        return self._advance(context, dict((event or {}).get("state") or {"step": 0}))
+        event = event or {}
+        return self._advance(context, dict(event.get("state") or {"step": 0}), event.get("woken_by"))
 
-    def _advance(self, context: Any, state: dict[str, Any]) -> Any:
+    def _advance(self, context: Any, state: dict[str, Any], woken_by: dict[str, Any] | None = None) -> Any:
         from kube_maintenance.node_replacement import tasks as op
 
         index = int(self.batch["index"])
@@ -61,7 +69,13 @@ class ReplaceBatchOperator(BaseOperator):
         while state["step"] < len(STEPS):
             name = STEPS[state["step"]]
             step: Callable[..., Any] = getattr(op, name)
-            done = step(cluster_name=self.cluster_name, index=index, max_batches=self.max_batches, **context)
+            if woken_by:
+                state["woken_by"] = woken_by  # for the step that waited, and only for it
+                woken_by = None
+            try:
+                done = step(cluster_name=self.cluster_name, index=index, max_batches=self.max_batches, **context)
+            finally:
+                state.pop("woken_by", None)
             if done is False and name in WAITING_STEPS:
                 moment = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.poke_interval)
                 if name == "previous_batch_done":
@@ -70,12 +84,24 @@ class ReplaceBatchOperator(BaseOperator):
                     from airflow.sdk.exceptions import AirflowRescheduleException
 
                     raise AirflowRescheduleException(moment)
-                watch_nodes = state.pop("watch_nodes", None) if name == "drain" else None
-                if watch_nodes:
-                    trigger: BaseTrigger = PodsOnNodesChangeTrigger(self.cluster_name, watch_nodes, moment.isoformat(), state)
-                else:
-                    trigger = PokeLaterTrigger(moment.isoformat(), state)
-                self.defer(trigger=trigger, method_name="resume")
+                self.defer(trigger=self.trigger_for(state, moment), method_name="resume")
             log.info("batch %d: %s done", index + 1, name)
             state["step"] += 1
         return {"batch": index + 1, "terminated": (state.get("terminated") or {}).get("terminated", [])}
+
+    def trigger_for(self, state: dict[str, Any], moment: dt.datetime) -> BaseTrigger:
+        """The trigger a waiting step asked for in the batch's state (the hints are taken out of the
+        state it carries): by default ``moment``, a poke interval away; a step's ``wake_at`` instead."""
+        watch_nodes = state.pop("watch_nodes", None)
+        watch_budgets = state.pop("watch_budgets", None)
+        wait_for_nodes = state.pop("wait_for_nodes", None)
+        wait_for_health = state.pop("wait_for_health", None)
+        wake_at = state.pop("wake_at", None)
+        when = (dt.datetime.fromisoformat(wake_at) if wake_at else moment).isoformat()
+        if watch_nodes or watch_budgets:
+            return PodsOnNodesChangeTrigger(self.cluster_name, watch_nodes or [], when, state, budgets=watch_budgets)
+        if wait_for_nodes:
+            return NodesChangeTrigger(self.cluster_name, when, state, seen=wait_for_nodes.get("seen"))
+        if wait_for_health:
+            return HealthChangeTrigger(self.cluster_name, when, state, problems=wait_for_health.get("problems"), fire_on=wait_for_health.get("fire_on", "any"))
+        return PokeLaterTrigger(when, state)

@@ -181,3 +181,13 @@ def blocking_budget(status: Mapping[str, Any] | None) -> str:
             allowed = max(0, int(m.group("has")) - int(m.group("need")))
             return f"PodDisruptionBudget {m.group('name')} (needs {m.group('need')} healthy, has {m.group('has')}, disruptionsAllowed={allowed})"
     return status.get("message") or "a PodDisruptionBudget does not allow the disruption"
+
+
+_REFUSED_BY = re.compile(r"^PodDisruptionBudget (?P<name>\S+) \(needs ")
+
+
+def refusing_budget(reason: str) -> str | None:
+    """The PodDisruptionBudget a ``blocking_budget`` reason names (None for any other reason: a
+    5xx, a budget still being processed)."""
+    m = _REFUSED_BY.match(reason)
+    return m.group("name") if m else None

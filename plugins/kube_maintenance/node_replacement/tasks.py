@@ -6,14 +6,14 @@ release the lock and summarise at the end. Every step is safe to retry or re-run
 - cordon marks nodes with an annotation saying which run cordoned them and when, so the drain
   deadline survives reschedules and a rollback uncordons only what this run cordoned;
 - terminate asks EC2 first and never terminates an instance twice or one not in the plan;
-- waits are reschedule-mode sensors: no worker slot is held while nodes drain or boot.
+- waits defer to the triggerer (``batches.ReplaceBatchOperator``): no worker slot is held while
+  nodes drain or boot or the cluster settles; a waiting step says what its trigger should watch.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
 import logging
-import time
 from dataclasses import replace
 from typing import Any, Mapping
 
@@ -24,6 +24,7 @@ from kube_maintenance.core.k8s import DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS
 from kube_maintenance.node_replacement.protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, ready_pods_elsewhere, scale_back_to
 from kube_maintenance.core.selectors import selector_string
 from kube_maintenance.node_replacement.node_ops import drain_pass
+from kube_maintenance.node_replacement.triggers import health_problems, nodes_seen
 from kube_maintenance.node_replacement.plan import (
     CORDONED_BY_ANNOTATION,
     NodeReplacementParams,
@@ -546,6 +547,7 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
         if _now() > dt.datetime.fromisoformat(started) + dt.timedelta(seconds=params.replacement_timeout_seconds):
             fail(f"surge node(s) of batch {index + 1} not Ready within {params.replacement_timeout_seconds}s of their launch: {waiting}; nothing was cordoned")
         log.info("waiting for surge nodes: %s", waiting)
+        batch_state(context)["wait_for_nodes"] = {"seen": nodes_seen(nodes)}  # wake when a node joins or gets Ready
         return False
     _disable_scale_down(rt, [n for n in nodes if _instance_id(n) in surge_ids])
     return True
@@ -581,8 +583,9 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
     """One pass of the batch's drain: evict what is left, and see what is still there.
 
     True once every node of the batch is empty; False to look again, after a pod on the nodes
-    changed or the poke interval passed (a PDB not allowing yet): the batch then defers to a
-    trigger watching the nodes' pods (``watch_nodes`` in the batch's state), holding no worker.
+    changed, a PodDisruptionBudget that refused an eviction allows one again, or the poke interval
+    passed: the batch then defers to a trigger watching the nodes' pods and those budgets
+    (``watch_nodes``, ``watch_budgets`` in the batch's state), holding no worker.
     The deadline counts from the cordon (an annotation on the node), so deferrals and retries do
     not extend it.
     """
@@ -617,6 +620,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
         results = list(pool.map(lambda p: drain_pass(rt.kube, p[0].name, p[2], params.pod_grace_period_seconds, 0.0), passes))
     all_done = True
     watch_nodes: list[str] = []
+    budgets: set[str] = set()
     for (planned, deadline, opts), result in zip(passes, results):
         for decision in result.left_to_gc:
             log.info("%s: %s", decision.ref, decision.reason)
@@ -626,6 +630,8 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
             rt.audit.record("evict", decision.ref, before={"node": planned.name, "uid": decision.uid}, after="evicted", batch=index + 1)
         for ref, why in sorted(result.blocked.items()):
             log.info("eviction of %s refused for now: %s", ref, why)
+            if budget := drain_rules.refusing_budget(why):
+                budgets.add(f"{ref.split('/')[1]}/{budget}")  # "pod/<ns>/<name>": the budget is in the pod's namespace
         if result.done:
             log.info("%s drained", planned.name)
             continue
@@ -638,7 +644,15 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
                 f"drain of {planned.name} did not finish within {params.drain_timeout_seconds}s; "
                 f"{len(result.left)} pod(s) left ({', '.join(result.left[:10])}); blocked by: {'; '.join(reasons)}"
             )
-    batch_state(context)["watch_nodes"] = watch_nodes
+    state = batch_state(context)
+    state["watch_nodes"] = watch_nodes
+    woken = (state.get("woken_by") or {}).get("budget")
+    if woken in budgets and not any(r.evicted for r in results):
+        # It seemed to allow, and the eviction still said no: its status is not to be trusted,
+        # so for the rest of this drain it is left to the pods' changes and the poke interval
+        # (never a loop of looks on a budget that says one thing and does another).
+        state["budgets_not_watched"] = sorted({*state.get("budgets_not_watched", []), woken})
+    state["watch_budgets"] = sorted(budgets - set(state.get("budgets_not_watched", [])))
     return all_done
 
 
@@ -722,6 +736,7 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
                 f"({', '.join(n.name for n in batch)}): {missing}; not starting the next batch"
             )
         log.info("waiting for replacements: %s", missing)
+        batch_state(context)["wait_for_nodes"] = {"seen": nodes_seen(nodes)}  # wake when a node joins or gets Ready
         return False
     _disable_scale_down(rt, _new_nodes(nodes, the_plan, groups, group_instances))
     log.info("replacements Ready in %s", ", ".join(groups))
@@ -736,36 +751,68 @@ def _workloads(rt: TaskRuntime) -> tuple[list[Any], list[Any], list[Any]]:
 
 
 def validate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
-    """Healthy ``validation_passes`` times in a row, some seconds apart (kops' model), before the
-    next batch starts: Ready nodes back to their count, nothing stuck Pending, every workload
-    that was available before the run available again, kube-system's pods Ready. Fails, naming
-    what is still wrong, ``validation_timeout_seconds`` after the replacements were Ready."""
+    """Healthy ``validation_passes`` times in a row, ``validation_interval_seconds`` apart (kops'
+    model), before the next batch starts: Ready nodes back to their count, nothing stuck Pending,
+    every workload that was available before the run available again, kube-system's pods Ready.
+    Fails, naming what is still wrong, ``validation_timeout_seconds`` after the replacements were
+    Ready.
+
+    One check per call; the count so far is in the batch's state. Between two healthy checks the
+    batch waits out the interval on the triggerer (``HealthChangeTrigger``), woken early by a
+    regression (a node going NotReady or away, a workload going unavailable, none of those the run
+    expects): the count then starts again, since "in a row" means healthy all along, not at two
+    instants. While not healthy it waits for the next change of that judgement, or a poke interval.
+    """
     params, rt = _params(cluster_name, context)
     the_plan = _plan_from(context)
     renew_lock(rt)
+    state = batch_state(context)
     replaced = {n.name for b in the_plan.batches[: index + 1] for n in b}
-    for attempt in range(params.validation_passes):
-        if attempt:
-            time.sleep(params.validation_interval_seconds)
-        nodes, _ = rt.kube.list(NODES)
-        pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
-        system_pods, _ = rt.kube.list(PODS, "kube-system")
-        deployments, daemonsets, statefulsets = _workloads(rt)
-        report = validation_report(
-            nodes, pods, deployments, the_plan.ready_nodes_before, replaced, _now(), PENDING_GRACE_SECONDS,
-            daemonsets=daemonsets, statefulsets=statefulsets, system_pods=system_pods, unavailable_before=frozenset(the_plan.unavailable_before),
-        )
-        for note in report.notes:
-            log.info(note)
-        if not report.healthy:
-            ready_at = batch_state(context).get("ready_at")
-            since = dt.datetime.fromisoformat(ready_at) if ready_at else _now()
-            if _now() > since + dt.timedelta(seconds=params.validation_timeout_seconds):
-                fail(f"the cluster is not healthy {params.validation_timeout_seconds}s after batch {index + 1}'s replacements joined: {report.summary()}; not starting the next batch")
-            log.info("not yet healthy after batch %d (pass %d of %d): %s", index + 1, attempt + 1, params.validation_passes, report.summary())
+    unavailable_before = frozenset(the_plan.unavailable_before)
+    streak = int(state.get("validation_streak") or 0)
+    next_at = state.get("validation_next_at")
+    if streak:
+        woken = state.get("woken_by") or {}
+        expected = unavailable_before | {f"node/{n}" for n in replaced}
+        regressions = sorted({c["ref"] for c in woken.get("changes") or () if c.get("worse") and c.get("ref") not in expected})
+        if regressions:
+            log.info("after batch %d: %s between two healthy checks: counting again", index + 1, "; ".join(regressions[:10]))
+            streak = 0
+        elif next_at and _now() < dt.datetime.fromisoformat(next_at):
+            # Woken before the next check is due by nothing that breaks the count: wait on.
+            state["wake_at"] = next_at
+            state["wait_for_health"] = {"problems": state.get("validation_seen") or [], "fire_on": "worse"}
             return False
-    log.info("cluster healthy after batch %d (%d passes in a row)", index + 1, params.validation_passes)
-    scaled = batch_state(context).get("scaled_up") or []
+    nodes, _ = rt.kube.list(NODES)
+    pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
+    system_pods, _ = rt.kube.list(PODS, "kube-system")
+    deployments, daemonsets, statefulsets = _workloads(rt)
+    report = validation_report(
+        nodes, pods, deployments, the_plan.ready_nodes_before, replaced, _now(), PENDING_GRACE_SECONDS,
+        daemonsets=daemonsets, statefulsets=statefulsets, system_pods=system_pods, unavailable_before=unavailable_before,
+    )
+    for note in report.notes:
+        log.info(note)
+    seen = health_problems(nodes, deployments, daemonsets, statefulsets)
+    if not report.healthy:
+        state["validation_streak"] = 0
+        ready_at = state.get("ready_at")
+        since = dt.datetime.fromisoformat(ready_at) if ready_at else _now()
+        if _now() > since + dt.timedelta(seconds=params.validation_timeout_seconds):
+            fail(f"the cluster is not healthy {params.validation_timeout_seconds}s after batch {index + 1}'s replacements joined: {report.summary()}; not starting the next batch")
+        log.info("not yet healthy after batch %d: %s", index + 1, report.summary())
+        state["wait_for_health"] = {"problems": seen, "fire_on": "any"}
+        return False
+    streak += 1
+    state["validation_streak"] = streak
+    if streak < params.validation_passes:
+        due = (_now() + dt.timedelta(seconds=params.validation_interval_seconds)).isoformat()
+        state.update(validation_next_at=due, validation_seen=seen, wake_at=due)
+        state["wait_for_health"] = {"problems": seen, "fire_on": "worse"}
+        log.info("healthy after batch %d (check %d of %d in a row); next check in %ds", index + 1, streak, params.validation_passes, params.validation_interval_seconds)
+        return False
+    log.info("cluster healthy after batch %d (%d checks in a row, %ds apart)", index + 1, params.validation_passes, params.validation_interval_seconds)
+    scaled = state.get("scaled_up") or []
     _scale_back(rt, [d for ns, name in scaled if (d := rt.kube.get_or_none(DEPLOYMENTS, name, ns))])
     return True
 

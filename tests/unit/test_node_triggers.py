@@ -1,0 +1,333 @@
+"""Node replacement's watching triggers (nodes joining, health between validation checks), against
+a sandbox cluster over HTTP through an Airflow connection and the registry, as the triggerer runs
+them; and the validation's count of healthy checks in a row, woken early by a regression."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kube_maintenance.core.triggers import PokeLaterTrigger
+from kube_maintenance.node_replacement import tasks as op
+from kube_maintenance.node_replacement.batches import ReplaceBatchOperator
+from kube_maintenance.node_replacement.plan import Plan, PlannedNode
+from kube_maintenance.node_replacement.triggers import (
+    HealthChangeTrigger,
+    NodesChangeTrigger,
+    PodsOnNodesChangeTrigger,
+    health_problems,
+    nodes_seen,
+)
+from sandbox.cluster import SandboxCluster
+from sandbox.controllers.nodes import mark_node_not_ready, mark_node_ready
+from sandbox.resources import DEPLOYMENTS, NODES, PDBS
+from sandbox.testing import add_ready_node
+
+FAR = 60.0  # a deadline no test waits for: an event before it was fired by what the test did
+
+
+def moment(seconds: float) -> str:
+    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)).isoformat()
+
+
+def first_event(trigger: Any, during: Any = None) -> tuple[dict[str, Any], dt.datetime]:
+    """Run the trigger as the triggerer does (its first event ends it), calling ``during()`` in a
+    thread meanwhile; the event's payload and when it came."""
+
+    async def go() -> dict[str, Any]:
+        if during is not None:
+            threading.Thread(target=during, daemon=True).start()
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    payload = asyncio.run(go())
+    return payload, dt.datetime.now(dt.timezone.utc)
+
+
+def once_listed(cluster: SandboxCluster, resource: str, change: Any) -> Any:
+    """``change()`` once the trigger has listed ``resource``: it then watches from that list, so the
+    change can only reach it through its watch."""
+    seq = len(cluster.requests)
+
+    def go() -> None:
+        listed = lambda: any(r.verb == "list" and r.resource == resource for r in cluster.requests.since(seq))  # noqa: E731
+        assert cluster.wait_for(listed, timeout=30), f"the trigger never listed {resource}"
+        change()
+
+    return go
+
+
+@pytest.fixture
+def cluster(api_cluster: SandboxCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxCluster:
+    """The sandbox cluster named "api" in a registry, reached through a ``kubernetes`` connection."""
+    monkeypatch.setenv("AIRFLOW_CONN_K8S_API", json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(api_cluster.kubeconfig_path)}}))  # type: ignore[attr-defined]
+    registry = {
+        "version": 1,
+        "clusters": [
+            {
+                "name": "api", "kubernetes_conn_id": "k8s_api", "aws_conn_id": "aws_api", "region": "eu-west-1", "timezone": "UTC",
+                "maintenance_window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "duration_minutes": 1440},
+                "protected_namespaces": [], "operations": {"node_replacement": {}},
+            }
+        ],
+    }
+    (tmp_path / "clusters.json").write_text(json.dumps(registry))
+    monkeypatch.setenv("KUBE_MAINTENANCE_REGISTRY", str(tmp_path / "clusters.json"))
+    add_ready_node(api_cluster, "old-1")
+    return api_cluster
+
+
+def nodes_now(cluster: SandboxCluster) -> list[dict[str, Any]]:
+    return [json.loads(json.dumps(n)) for n in cluster.store.iter(NODES)]
+
+
+def round_trip(trigger: Any) -> Any:
+    """What the triggerer gets back: the classpath imported, the kwargs through Airflow's encryption."""
+    from airflow.models.trigger import Trigger
+    from airflow._shared.module_loading import import_string  # as the triggerer imports a trigger
+
+    classpath, kwargs = trigger.serialize()
+    return import_string(classpath)(**Trigger._decrypt_kwargs(Trigger.encrypt_kwargs(kwargs)))
+
+
+# --------------------------------------------------------------------------------------- round trip
+def test_the_triggers_survive_serialisation() -> None:
+    state = {"step": 5, "terminated": {"terminated": ["i-0a"], "at": "2026-11-30T10:00:00+00:00"}, "ready_at": None}
+    nodes = NodesChangeTrigger("staging", moment(30), state, seen="0123456789abcdef")
+    health = HealthChangeTrigger("staging", moment(30), state, problems=["node/b", "deployment/shop/web"], fire_on="worse")
+    for trigger in (nodes, health):
+        again = round_trip(trigger)
+        assert type(again) is type(trigger)
+        assert again.serialize() == trigger.serialize()
+    assert round_trip(health).problems == ["deployment/shop/web", "node/b"]
+    with pytest.raises(ValueError, match="fire_on"):
+        HealthChangeTrigger("staging", moment(30), state, fire_on="better")
+
+
+# -------------------------------------------------------------------------------------------- nodes
+def test_fires_when_a_node_becomes_ready_before_the_deadline(cluster: SandboxCluster) -> None:
+    add_ready_node(cluster, "joining", ready=False)
+    state = {"step": 5, "terminated": {"at": "x"}}
+    trigger = NodesChangeTrigger("api", moment(FAR), state, seen=nodes_seen(nodes_now(cluster)))
+
+    payload, at = first_event(trigger, during=once_listed(cluster, "nodes", lambda: mark_node_ready(cluster, "joining")))
+
+    assert at < dt.datetime.fromisoformat(trigger.moment), "fired by the change, not the deadline"
+    assert payload["state"] == state, "the batch's state travels in the event"
+    changes = payload["woken_by"]["changes"]
+    assert [c["ref"] for c in changes] == ["node/joining"], changes
+    assert changes[0]["before"].startswith("NotReady") and changes[0]["after"].startswith("Ready"), changes
+    assert "error" not in payload["woken_by"]
+
+
+def test_a_node_that_joins_fires_heartbeats_do_not(cluster: SandboxCluster) -> None:
+    seen = nodes_seen(nodes_now(cluster))
+
+    def heartbeat_then_join() -> None:
+        node = cluster.store.get(NODES, None, "old-1")
+        for condition in node["status"]["conditions"]:
+            condition["lastHeartbeatTime"] = "2026-11-30T10:00:05Z"
+        cluster.store.update(NODES, node)
+        add_ready_node(cluster, "new-1", ready=False)
+
+    payload, _ = first_event(NodesChangeTrigger("api", moment(FAR), {"step": 1}, seen=seen), during=once_listed(cluster, "nodes", heartbeat_then_join))
+
+    assert [(c["ref"], c["before"]) for c in payload["woken_by"]["changes"]] == [("node/new-1", "absent")]
+
+
+def test_fires_at_once_when_nodes_changed_since_the_step_looked(cluster: SandboxCluster) -> None:
+    add_ready_node(cluster, "joining", ready=False)
+    seen = nodes_seen(nodes_now(cluster))
+    mark_node_ready(cluster, "joining")  # between the step's look and the trigger's start
+
+    payload, at = first_event(NodesChangeTrigger("api", moment(FAR), {"step": 1}, seen=seen))
+
+    assert payload["woken_by"]["changes"] == [{"ref": "nodes", "what": "changed since the step looked"}]
+
+
+def test_fires_at_the_deadline_when_nothing_changes(cluster: SandboxCluster) -> None:
+    trigger = NodesChangeTrigger("api", moment(1.5), {"step": 1}, seen=nodes_seen(nodes_now(cluster)))
+
+    payload, at = first_event(trigger)
+
+    assert at >= dt.datetime.fromisoformat(trigger.moment)
+    assert payload == {"state": {"step": 1}, "woken_by": {"trigger": "NodesChangeTrigger", "changes": []}}
+
+
+def test_a_deadline_already_past_fires_at_once_without_a_request(cluster: SandboxCluster) -> None:
+    seq = len(cluster.requests)
+    payload, _ = first_event(NodesChangeTrigger("api", moment(-5), {"step": 1}))
+    assert payload["woken_by"]["changes"] == [] and cluster.requests.since(seq) == []
+
+
+def test_a_watch_error_ends_the_wait_early(cluster: SandboxCluster) -> None:
+    cluster.faults.configure({"errors": [{"code": 410, "verb": "watch", "resource": "nodes"}]})
+    trigger = NodesChangeTrigger("api", moment(FAR), {"step": 1}, seen=nodes_seen(nodes_now(cluster)))
+
+    payload, at = first_event(trigger)
+
+    assert at < dt.datetime.fromisoformat(trigger.moment)
+    assert payload["woken_by"]["changes"] == []
+    assert "410" in payload["woken_by"]["error"], payload
+
+
+def test_a_cut_stream_is_resumed_from_its_resource_version(cluster: SandboxCluster) -> None:
+    add_ready_node(cluster, "joining", ready=False)
+    cluster.faults.configure({"watch_cut_after_seconds": 0.2})  # every watch cut, again and again
+    trigger = NodesChangeTrigger("api", moment(FAR), {"step": 1}, seen=nodes_seen(nodes_now(cluster)))
+
+    payload, _ = first_event(trigger, during=once_listed(cluster, "nodes", lambda: mark_node_ready(cluster, "joining")))
+
+    assert [c["ref"] for c in payload["woken_by"]["changes"]] == ["node/joining"], payload
+    assert "error" not in payload["woken_by"]
+
+
+# ------------------------------------------------------------------------------------- drain budgets
+def test_a_drain_wakes_when_a_budget_that_refused_allows_again(cluster: SandboxCluster) -> None:
+    labels = {"app": "web"}
+    template = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}
+    cluster.store.create(DEPLOYMENTS, {"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template}}, namespace="default")
+    cluster.store.create(PDBS, {"metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}}, namespace="default")
+    status = lambda: cluster.store.get(PDBS, "default", "web").get("status") or {}  # noqa: E731
+    assert cluster.wait_for(lambda: status().get("currentHealthy") == 1 and status().get("disruptionsAllowed") == 0, timeout=30), status()
+
+    def one_more_pod() -> None:
+        cluster.store.mutate(DEPLOYMENTS, "default", "web", lambda d: d["spec"].__setitem__("replicas", 2))
+
+    trigger = PodsOnNodesChangeTrigger("api", [], moment(FAR), {"step": 3}, budgets=["default/web"])
+    payload, at = first_event(trigger, during=once_listed(cluster, "poddisruptionbudgets", one_more_pod))
+
+    assert at < dt.datetime.fromisoformat(trigger.moment)
+    assert payload == {"state": {"step": 3}, "woken_by": {"trigger": "PodsOnNodesChangeTrigger", "budget": "default/web"}}
+    assert status()["disruptionsAllowed"] == 1
+
+
+def test_a_drain_trigger_serialised_before_budgets_still_loads() -> None:
+    old_kwargs = {"cluster_name": "staging", "nodes": ["a"], "moment": moment(5), "state": {"step": 3}}
+    trigger = PodsOnNodesChangeTrigger(**old_kwargs)
+    assert trigger.budgets == [] and round_trip(trigger).serialize() == trigger.serialize()
+
+
+# ------------------------------------------------------------------------------------------- health
+def test_between_healthy_checks_only_a_regression_wakes(cluster: SandboxCluster) -> None:
+    add_ready_node(cluster, "old-2")
+    add_ready_node(cluster, "booting", ready=False)
+    problems = health_problems(nodes_now(cluster), [], [], [])
+    assert problems == ["node/booting"]
+
+    def better_then_worse() -> None:
+        mark_node_ready(cluster, "booting")  # an improvement: the healthy count's wait goes on
+        add_ready_node(cluster, "another-booting", ready=False)  # a new node, not Ready yet: no regression
+        mark_node_not_ready(cluster, "old-2")
+
+    payload, _ = first_event(HealthChangeTrigger("api", moment(FAR), {"step": 6}, problems=problems, fire_on="worse"), during=once_listed(cluster, "nodes", better_then_worse))
+
+    assert [(c["ref"], c["worse"]) for c in payload["woken_by"]["changes"]] == [("node/old-2", True)], payload
+
+
+def test_while_unhealthy_an_improvement_wakes(cluster: SandboxCluster) -> None:
+    add_ready_node(cluster, "booting", ready=False)
+    problems = health_problems(nodes_now(cluster), [], [], [])
+
+    payload, _ = first_event(HealthChangeTrigger("api", moment(FAR), {"step": 6}, problems=problems, fire_on="any"), during=once_listed(cluster, "nodes", lambda: mark_node_ready(cluster, "booting")))
+
+    assert payload["woken_by"]["changes"] == [{"ref": "node/booting", "before": "NotReady", "after": "Ready", "worse": False}]
+
+
+def test_a_regression_since_the_step_looked_counts(cluster: SandboxCluster) -> None:
+    problems = health_problems(nodes_now(cluster), [], [], [])
+    assert problems == []
+    mark_node_not_ready(cluster, "old-1")
+
+    payload, _ = first_event(HealthChangeTrigger("api", moment(FAR), {"step": 6}, problems=problems, fire_on="worse"))
+
+    assert [(c["ref"], c["worse"]) for c in payload["woken_by"]["changes"]] == [("node/old-1", True)]
+
+
+def test_a_workload_going_unavailable_is_a_regression() -> None:
+    trigger = HealthChangeTrigger("api", moment(FAR), {}, fire_on="worse")
+    assert trigger._on_change("deployment", "deployment/shop/web", "available", "unavailable")["worse"] is True
+    assert trigger._on_change("deployment", "deployment/shop/web", "unavailable", "available") is None
+    assert trigger._on_change("deployment", "deployment/shop/web", "available", "absent") is None
+    assert trigger._on_change("node", "node/a", "Ready", "absent")["worse"] is True, "a Ready node gone is one fewer"
+    assert trigger._on_change("node", "node/a", "absent", "NotReady") is None, "a node joining is no regression"
+
+
+# -------------------------------------------------------------------------------- the batch's choice
+def test_the_batch_defers_on_what_the_waiting_step_asked_for() -> None:
+    op_ = ReplaceBatchOperator(task_id="batch", cluster_name="staging", batch={"index": 0}, max_batches=1, poke_interval=15)
+    at = dt.datetime.now(dt.timezone.utc)
+    cases = [
+        ({"watch_nodes": ["a"]}, PodsOnNodesChangeTrigger),
+        ({"watch_nodes": [], "watch_budgets": ["shop/web"]}, PodsOnNodesChangeTrigger),
+        ({"wait_for_nodes": {"seen": "abc"}}, NodesChangeTrigger),
+        ({"wait_for_health": {"problems": ["node/a"], "fire_on": "worse"}, "wake_at": "2026-11-30T10:00:10+00:00"}, HealthChangeTrigger),
+        ({}, PokeLaterTrigger),
+    ]
+    for hints, kind in cases:
+        state = {"step": 3, **hints}
+        trigger = op_.trigger_for(state, at)
+        assert type(trigger) is kind
+        assert state == {"step": 3}, "the hints are not carried on"
+        assert trigger.state is state
+        assert trigger.moment == (hints.get("wake_at") or at.isoformat())
+
+
+# ----------------------------------------------------------------------------- validation in a row
+class FakeKube:
+    def __init__(self) -> None:
+        self.nodes = [node("n-1", True), node("n-2", True)]
+
+    def list(self, ref: Any, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None) -> tuple[list[Any], str]:
+        return (list(self.nodes) if ref.plural == "nodes" else []), "7"
+
+
+def node(name: str, ready: bool) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_validation_counts_healthy_checks_in_a_row_and_starts_again_after_a_regression(monkeypatch: pytest.MonkeyPatch) -> None:
+    kube = FakeKube()
+    plan = Plan(batches=[[PlannedNode("gone-1", "i-0a", "eu-west-1a", "t", False, "general")]], ready_nodes_before=2)
+    params = SimpleNamespace(validation_passes=2, validation_interval_seconds=10, validation_timeout_seconds=600)
+    monkeypatch.setattr(op, "_params", lambda cluster, context: (params, SimpleNamespace(kube=kube, holder="h")))
+    monkeypatch.setattr(op, "_plan_from", lambda context: plan)
+    monkeypatch.setattr(op, "renew_lock", lambda rt: None)
+    state: dict[str, Any] = {"step": 6}
+    context = {"batch_state": state}
+
+    assert op.validate("staging", 0, **context) is False, "one healthy check of two"
+    assert state["validation_streak"] == 1 and state["wait_for_health"] == {"problems": [], "fire_on": "worse"}
+    assert state["wake_at"] == state["validation_next_at"]
+    for hint in ("wake_at", "wait_for_health"):
+        state.pop(hint)
+
+    # Woken early by the replaced node going (expected) before the next check is due: wait on.
+    state["woken_by"] = {"changes": [{"ref": "node/gone-1", "before": "Ready", "after": "absent", "worse": True}]}
+    assert op.validate("staging", 0, **context) is False
+    assert state["validation_streak"] == 1 and state["wake_at"] == state["validation_next_at"], "no check counted early"
+    for hint in ("wake_at", "wait_for_health", "woken_by"):
+        state.pop(hint)
+
+    # Woken by a node that went NotReady and back: the count starts again (this check is the first).
+    state["woken_by"] = {"changes": [{"ref": "node/n-2", "before": "Ready", "after": "NotReady", "worse": True}]}
+    assert op.validate("staging", 0, **context) is False
+    assert state["validation_streak"] == 1
+    state.pop("woken_by")
+
+    # The interval passed: the second check in a row.
+    state["validation_next_at"] = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat()
+    assert op.validate("staging", 0, **context) is True
+
+    # Unhealthy: the count is 0 and any improvement wakes the wait.
+    kube.nodes[1] = node("n-2", False)
+    state.update(validation_streak=1, ready_at=dt.datetime.now(dt.timezone.utc).isoformat())
+    assert op.validate("staging", 0, **context) is False
+    assert state["validation_streak"] == 0 and state["wait_for_health"] == {"problems": ["node/n-2"], "fire_on": "any"}
