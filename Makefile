@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-packages test demo sandbox bench clean
+.PHONY: install system-packages test demo sandbox bench fault-matrix clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ sandbox: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sandbox_scale.py
+
+# Every DAG under every injected fault at several rates, judged from the cluster and AWS state;
+# fails on an unsafe cell or a timeout (README: Fault matrix). `make test` runs a reduced one.
+fault-matrix: $(STAMP)
+	$(PY) benchmarks/fault_matrix.py
 
 clean:
 	rm -rf $(VENV) .airflow .sandbox .pytest_cache

@@ -13,6 +13,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 SMALL = {
+    # The reduced matrix (a few cells per DAG; exits non-zero on an unsafe cell or a timeout) and the
+    # judge's self-check (sabotaged runs must be judged unsafe). The full matrix: make fault-matrix.
+    "fault_matrix.py": (["--reduced", "--self-check"], ["cells:", "self-check: the sabotaged runs of node_replacement, cronjob_refresh, rollout_restart were all judged unsafe"]),
     "dag_parse.py": (["--clusters", "2", "--rounds", "1"], ["slowest file:", "node_replacement.py"]),
     "drain_requests.py": (["--pods", "5", "--rounds", "1"], ["kube-maintenance", "kubectl drain"]),
     "rollout_restart.py": (["--namespaces", "2", "--per-namespace", "3", "--kubectl-sample", "2", "--max-concurrent", "4", "--shards", "2"], ["speed-up:", "patches per workload:"]),
