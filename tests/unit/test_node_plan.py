@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -167,3 +168,19 @@ def test_drift_is_any_difference_from_what_the_group_launches_now() -> None:
     assert drift_reasons(LaunchedInstance("lt-1", "3", "ami-new", "c5.large"), now) == ["instance type c5.large, the template's is m5.large"]
     # A group mixing instance types (no single type to compare) never calls the type drift.
     assert drift_reasons(LaunchedInstance("lt-1", "3", "ami-new", "c5.large"), GroupTemplate("lt-1", "3", "ami-new", None)) == []
+
+
+def test_the_plans_xcom_does_not_grow_with_the_nodes_left_alone() -> None:
+    """100 of 5,000 nodes replaced: the plan's XCom, which every batch step pulls, stays well under
+    64 KB (issue 10's target) and keeps what the batches need; the reasons for the 4,900 nodes left
+    alone are in the plan task's log, not carried (with them: about 600 KB, against 20 KB)."""
+    nodes = [
+        node(f"ip-10-250-{i // 250}-{i % 250 + 1}.eu-west-1.compute.internal", 1000 - i / 10, {"karpenter.sh/nodepool": "default"} if i >= 110 else {})
+        for i in range(5000)
+    ]
+    the_plan = plan_replacement(nodes, params(max_nodes=100, batch_size=10), NOW, 10)
+    assert len(the_plan.nodes) == 100 and len(the_plan.skipped) == 4900
+    data = the_plan.to_xcom()
+    assert len(json.dumps(data)) < 64 * 1024
+    again = Plan.from_xcom(json.loads(json.dumps(data)))
+    assert again.batches == the_plan.batches and again.ready_nodes_before == 5000

@@ -98,9 +98,11 @@ class Plan:
     unavailable_before: list[str] = field(default_factory=list)  # workloads already short before the run
 
     def to_xcom(self) -> dict[str, Any]:
+        """What the later tasks need, and nothing that grows with the nodes left alone: ``skipped``
+        (a reason for every node not chosen: 4,900 of them when 100 of 5,000 nodes are replaced,
+        about 600 KB, pulled by every batch step) stays in the plan task's log."""
         return {
             "batches": [[asdict(n) for n in batch] for batch in self.batches],
-            "skipped": self.skipped,
             "ready_nodes_before": self.ready_nodes_before,
             "ready_by_group_before": self.ready_by_group_before,
             "desired_by_group_before": self.desired_by_group_before,
