@@ -20,6 +20,14 @@ SMALL = {
     "drain_requests.py": (["--pods", "5", "--rounds", "1"], ["kube-maintenance", "kubectl drain"]),
     "rollout_restart.py": (["--namespaces", "2", "--per-namespace", "3", "--kubectl-sample", "2", "--max-concurrent", "4", "--shards", "2"], ["speed-up:", "patches per workload:"]),
     "sandbox_scale.py": (["--nodes", "50", "--pods-per-node", "5", "--queries", "10"], ["peak RSS:"]),
+    # The three DAGs through dag.test on a 12-node sandbox; a target missed is a finding (printed), a
+    # run that failed or did not finish is rot.
+    "scale_run.py": (
+        ["--nodes", "12", "--pods-per-node", "5", "--namespaces", "4", "--workloads", "4", "--restart-per-namespace", "2", "--replace-nodes", "1",
+         "--batch-size", "1", "--run-batches", "1", "--asg-nodes", "2", "--stale-jobs", "2", "--validation-interval", "1", "--asg-poll-seconds", "0.5",
+         "--run-timeout", "240", "--setup-timeout", "180", "--no-fail-on-targets"],
+        ["PASS  every run finished within its limit", "PASS  every run succeeded", "largest XCom:", "mapped task instances:", "waits, per poke"],
+    ),
 }
 
 
