@@ -254,3 +254,83 @@ def test_no_token_kubeconfig_or_signed_url_reaches_a_log_an_xcom_or_an_audit_lin
     assert len(written) > 10_000, "the runs' output was captured"
     leaked = sorted(what for what, text in secrets.items() if text and text in written)
     assert not leaked, f"found in logs, audit lines or XComs: {leaked}"
+
+
+def test_no_token_kubeconfig_or_signed_url_reaches_an_alert(ways_in: World, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """Secrets stay out of failure alerts (issue 11, items 4 and 5): failed runs through an EKS
+    cluster's tokens (a rollout that fails; a registry naming the wrong EKS cluster, every request
+    refused with 401) and through an in-cluster service account token (a step failing with an error
+    that quotes every credential there is), each alerting a local SMTP server and HTTP receiver; then
+    every message they received is searched for the credentials."""
+    import base64
+
+    from alert_receivers import Receivers, dag_callbacks_like_the_dag_processor, no_deadline_alerts_in_dag_test, with_alerts
+
+    from kube_maintenance.rollout_restart import tasks as rollout_tasks
+    from sandbox.config import NEVER_READY_ANNOTATION
+    from sandbox.eks import register_eks_cluster
+    from sandbox.resources import DEPLOYMENTS
+
+    receivers = Receivers.start()
+    try:
+        for var, value in receivers.connections().items():
+            monkeypatch.setenv(var, value)
+        dag_callbacks_like_the_dag_processor(monkeypatch)
+        no_deadline_alerts_in_dag_test(monkeypatch)
+        runner = DagRunner(ways_in, tmp_path, monkeypatch, capfd)
+        staging = ways_in.clusters["staging"]
+
+        def registry(eks_name: str) -> dict[str, Any]:
+            entries = registry_for(ways_in)
+            reach_cluster(entries, "staging", eks_cluster_name=eks_name)
+            reach_cluster(entries, "production", kubernetes_conn_id="k8s_production_in_cluster")
+            return with_alerts(entries)
+
+        # 1. Through EKS tokens, a rollout that fails (its new pods never become Ready).
+        def never_ready(obj: dict[str, Any]) -> None:
+            obj["spec"]["progressDeadlineSeconds"] = 2
+            obj["spec"]["template"]["metadata"].setdefault("annotations", {})[NEVER_READY_ANNOTATION] = "true"
+
+        staging.cluster.store.mutate(DEPLOYMENTS, "shop", "cart-api", never_ready)
+        runner.set_registry(registry("staging"))
+        results = [runner.run("rollout_restart.py", "rollout_restart__staging", {"dry_run": False, "namespaces": ["shop"], "max_concurrent_rollouts": 1})]
+        # 2. The wrong EKS cluster: DescribeCluster leads to staging, which refuses its tokens (401).
+        register_eks_cluster(ways_in.moto_url, staging.region, "impostor", staging.url, staging.cluster.tls.ca_data)
+        runner.set_registry(registry("impostor"))
+        results.append(runner.run("rollout_restart.py", "rollout_restart__staging", {"dry_run": True, "namespaces": ["shop"]}))
+        # 3. In cluster, a step failing with an error that quotes every credential.
+        token = next(iter(staging.cluster.authenticator.accepted))  # an EKS token the API server took
+        presigned = base64.urlsafe_b64decode(token.removeprefix("k8s-aws-v1.") + "==").decode()
+        kubeconfig = ways_in.clusters["production"].cluster.kubeconfig()
+        admin_token = kubeconfig["users"][0]["user"]["token"]
+        ca_data = kubeconfig["clusters"][0]["cluster"].get("certificate-authority-data", "")
+        quoted = (
+            f"401 for GET {presigned} with Authorization: Bearer {token}; kubeconfig users: [{{user: {{token: {admin_token}}}}}] "
+            f"certificate-authority-data: {ca_data}; token=sa-token-airflow-worker; aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY; "
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecret\n-----END RSA PRIVATE KEY-----"
+        )
+
+        def failing_plan(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(quoted)
+
+        monkeypatch.setattr(rollout_tasks, "plan", failing_plan)
+        results.append(runner.run("rollout_restart.py", "rollout_restart__production", {"dry_run": True, "namespaces": ["shop"]}))
+    finally:
+        receivers.stop()
+    assert [r.state for r in results] == ["failed"] * 3, [(r.state, r.failed_tasks()) for r in results]
+    assert len(receivers.smtp.received) == 3 and len(receivers.http.received) == 3, "one message per failed run and destination"
+    sent = receivers.everything()
+    secrets = {
+        "an EKS token": "k8s-aws-v1.",
+        "the token the API server took": token.removeprefix("k8s-aws-v1.")[:40],
+        "a presigned URL's signature": "X-Amz-Signature",
+        "a presigned URL's credential": "X-Amz-Credential",
+        "the service account token": "sa-token-airflow-worker",
+        "the kubeconfig's admin token": admin_token,
+        "the kubeconfig's CA data": ca_data[:40] or "-no-ca-data-",
+        "an AWS secret key": "wJalrXUtnFEMI",
+        "a private key": "PRIVATE KEY",
+    }
+    leaked = sorted(what for what, text in secrets.items() if text and text in sent)
+    assert not leaked, f"found in alerts: {leaked}"
+    assert "401" in sent and "[EKS token redacted]" in sent, "the messages still say what failed"
