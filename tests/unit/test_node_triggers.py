@@ -26,8 +26,8 @@ from kube_maintenance.node_replacement.triggers import (
 )
 from sandbox.cluster import SandboxCluster
 from sandbox.controllers.nodes import mark_node_not_ready, mark_node_ready
-from sandbox.resources import DEPLOYMENTS, NODES, PDBS
-from sandbox.testing import add_ready_node
+from sandbox.resources import DEPLOYMENTS, NODES, PDBS, PODS
+from sandbox.testing import add_pod, add_ready_node
 
 FAR = 60.0  # a deadline no test waits for: an event before it was fired by what the test did
 
@@ -101,7 +101,7 @@ def round_trip(trigger: Any) -> Any:
 def test_the_triggers_survive_serialisation() -> None:
     state = {"step": 5, "terminated": {"terminated": ["i-0a"], "at": "2026-11-30T10:00:00+00:00"}, "ready_at": None}
     nodes = NodesChangeTrigger("staging", moment(30), state, seen="0123456789abcdef")
-    health = HealthChangeTrigger("staging", moment(30), state, problems=["node/b", "deployment/shop/web"], fire_on="worse")
+    health = HealthChangeTrigger("staging", moment(30), state, problems=["node/b", "deployment/shop/web"], fire_on="any", waiting_for=["deployment/shop/web"])
     for trigger in (nodes, health):
         again = round_trip(trigger)
         assert type(again) is type(trigger)
@@ -189,8 +189,53 @@ def test_a_cut_stream_is_resumed_from_its_resource_version(cluster: SandboxClust
     assert "error" not in payload["woken_by"]
 
 
-# ------------------------------------------------------------------------------------- drain budgets
-def test_a_drain_wakes_when_a_budget_that_refused_allows_again(cluster: SandboxCluster) -> None:
+# ---------------------------------------------------------------------------------------- the drain
+def running_on(cluster: SandboxCluster, node: str, *names: str) -> None:
+    for name in names:
+        add_pod(cluster, name, node_name=node)
+    running = lambda: all((cluster.store.try_get(PODS, "default", n) or {}).get("status", {}).get("phase") == "Running" for n in names)  # noqa: E731
+    assert cluster.wait_for(running, timeout=30)
+
+
+def gone(cluster: SandboxCluster, name: str) -> None:
+    cluster.store.delete(PODS, "default", name, grace_period=1)
+    assert cluster.wait_for(lambda: cluster.store.try_get(PODS, "default", name) is None, timeout=30)
+
+
+def test_the_drain_wakes_once_the_pods_it_waits_for_are_gone_not_as_they_start_terminating(cluster: SandboxCluster) -> None:
+    running_on(cluster, "old-1", "a", "b", "daemon")
+    left = {"a": True, "b": True}
+
+    def evicted_one_after_the_other() -> None:
+        gone(cluster, "a")  # a deletionTimestamp, then the pod goes: no wake, b is still there
+        threading.Event().wait(1.0)  # room for a wrong wake to come first
+        left["b"] = False
+        gone(cluster, "b")
+
+    trigger = PodsOnNodesChangeTrigger("api", ["old-1"], moment(FAR), {"step": 3}, pods={"old-1": ["default/a", "default/b"]})
+    payload, at = first_event(trigger, during=once_listed(cluster, "pods", evicted_one_after_the_other))
+
+    assert left["b"] is False and cluster.store.try_get(PODS, "default", "b") is None, "woken before the last pod it waited for went"
+    assert at < dt.datetime.fromisoformat(trigger.moment)
+    assert cluster.store.try_get(PODS, "default", "daemon") is not None, "a pod the drain does not wait for does not hold it up"
+
+
+def test_the_drain_wakes_when_a_new_pod_lands_on_the_node(cluster: SandboxCluster) -> None:
+    running_on(cluster, "old-1", "a")
+    trigger = PodsOnNodesChangeTrigger("api", ["old-1"], moment(FAR), {"step": 3}, pods={"old-1": ["default/a"]})
+
+    payload, at = first_event(trigger, during=once_listed(cluster, "pods", lambda: add_pod(cluster, "late", node_name="old-1")))
+
+    assert at < dt.datetime.fromisoformat(trigger.moment) and cluster.store.try_get(PODS, "default", "a") is not None
+
+
+def test_the_drain_wakes_at_once_when_its_pods_went_before_the_trigger_looked(cluster: SandboxCluster) -> None:
+    trigger = PodsOnNodesChangeTrigger("api", ["old-1"], moment(FAR), {"step": 3}, pods={"old-1": ["default/went-already"]})
+    payload, at = first_event(trigger)
+    assert at < dt.datetime.fromisoformat(trigger.moment) and payload["woken_by"] == {"trigger": "PodsOnNodesChangeTrigger"}
+
+
+def test_the_drain_wakes_when_a_budget_that_refused_allows_again(cluster: SandboxCluster) -> None:
     labels = {"app": "web"}
     template = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}
     cluster.store.create(DEPLOYMENTS, {"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template}}, namespace="default")
@@ -212,7 +257,9 @@ def test_a_drain_wakes_when_a_budget_that_refused_allows_again(cluster: SandboxC
 def test_a_drain_trigger_serialised_before_budgets_still_loads() -> None:
     old_kwargs = {"cluster_name": "staging", "nodes": ["a"], "moment": moment(5), "state": {"step": 3}}
     trigger = PodsOnNodesChangeTrigger(**old_kwargs)
-    assert trigger.budgets == [] and round_trip(trigger).serialize() == trigger.serialize()
+    assert trigger.budgets == [] and trigger.pods == {} and round_trip(trigger).serialize() == trigger.serialize()
+    full = PodsOnNodesChangeTrigger("staging", ["a"], moment(5), {"step": 3}, budgets=["shop/web"], pods={"a": ["shop/web-1"]})
+    assert round_trip(full).serialize() == full.serialize()
 
 
 # ------------------------------------------------------------------------------------------- health
@@ -253,11 +300,26 @@ def test_a_regression_since_the_step_looked_counts(cluster: SandboxCluster) -> N
 
 def test_a_workload_going_unavailable_is_a_regression() -> None:
     trigger = HealthChangeTrigger("api", moment(FAR), {}, fire_on="worse")
-    assert trigger._on_change("deployment", "deployment/shop/web", "available", "unavailable")["worse"] is True
-    assert trigger._on_change("deployment", "deployment/shop/web", "unavailable", "available") is None
-    assert trigger._on_change("deployment", "deployment/shop/web", "available", "absent") is None
-    assert trigger._on_change("node", "node/a", "Ready", "absent")["worse"] is True, "a Ready node gone is one fewer"
-    assert trigger._on_change("node", "node/a", "absent", "NotReady") is None, "a node joining is no regression"
+    assert trigger._on_change("deployment", "deployment/shop/web", "available", "unavailable", {})["worse"] is True
+    assert trigger._on_change("deployment", "deployment/shop/web", "absent", "unavailable", {})["worse"] is True, "the check would count a new one too"
+    assert trigger._on_change("deployment", "deployment/shop/web", "unavailable", "available", {}) is None
+    assert trigger._on_change("deployment", "deployment/shop/web", "available", "absent", {}) is None
+    assert trigger._on_change("node", "node/a", "Ready", "absent", {})["worse"] is True, "a Ready node gone is one fewer"
+    assert trigger._on_change("node", "node/a", "absent", "NotReady", {}) is None, "a node joining is no regression"
+
+
+def test_while_unhealthy_it_wakes_once_what_the_validation_waits_for_is_back_not_at_each_recovery() -> None:
+    problems = ["deployment/shop/a", "deployment/shop/b", "deployment/shop/broken-before"]
+    trigger = HealthChangeTrigger("api", moment(FAR), {}, problems=problems, fire_on="any", waiting_for=problems[:2])
+    judged = {"deployment/shop/a": "available", "deployment/shop/b": "unavailable", "deployment/shop/broken-before": "unavailable"}
+    assert trigger._on_change("deployment", "deployment/shop/a", "unavailable", "available", judged) is None, "b is not back yet"
+    judged["deployment/shop/b"] = "available"
+    woke = trigger._on_change("deployment", "deployment/shop/b", "unavailable", "available", judged)
+    assert woke == {"ref": "deployments", "what": "every deployment the validation waited for is available", "worse": False}
+    assert trigger._on_change("deployment", "deployment/shop/c", "available", "unavailable", judged) is None, "worse wakes nothing while unhealthy"
+    assert trigger._on_list("deployment", judged) == [woke], "already back when the trigger looks: at once"
+    assert trigger._on_list("deployment", {**judged, "deployment/shop/a": "unavailable"}) == []
+    assert trigger._on_list("daemonset", {}) == [], "nothing of that kind waited for"
 
 
 # -------------------------------------------------------------------------------- the batch's choice
@@ -268,7 +330,7 @@ def test_the_batch_defers_on_what_the_waiting_step_asked_for() -> None:
         ({"watch_nodes": ["a"]}, PodsOnNodesChangeTrigger),
         ({"watch_nodes": [], "watch_budgets": ["shop/web"]}, PodsOnNodesChangeTrigger),
         ({"wait_for_nodes": {"seen": "abc"}}, NodesChangeTrigger),
-        ({"wait_for_health": {"problems": ["node/a"], "fire_on": "worse"}, "wake_at": "2026-11-30T10:00:10+00:00"}, HealthChangeTrigger),
+        ({"wait_for_health": {"problems": ["node/a"], "fire_on": "any", "waiting_for": []}, "wake_at": "2026-11-30T10:00:10+00:00"}, HealthChangeTrigger),
         ({}, PokeLaterTrigger),
     ]
     for hints, kind in cases:
@@ -330,4 +392,4 @@ def test_validation_counts_healthy_checks_in_a_row_and_starts_again_after_a_regr
     kube.nodes[1] = node("n-2", False)
     state.update(validation_streak=1, ready_at=dt.datetime.now(dt.timezone.utc).isoformat())
     assert op.validate("staging", 0, **context) is False
-    assert state["validation_streak"] == 0 and state["wait_for_health"] == {"problems": ["node/n-2"], "fire_on": "any"}
+    assert state["validation_streak"] == 0 and state["wait_for_health"] == {"problems": ["node/n-2"], "fire_on": "any", "waiting_for": ["node/n-2"]}

@@ -7,20 +7,20 @@ Each instance walks its batch through the runbook's steps, in order:
 
 A step either finishes (the next one runs at once) or says "not yet" (False); then the task defers
 to the triggerer, holding no worker slot, and resumes at the same step as soon as something the
-step judges changes, or after a poke interval at the latest: the drain as soon as a pod on the
-batch's nodes changes or a budget that refused an eviction allows one (``PodsOnNodesChangeTrigger``),
-the waits for surge and replacement nodes as soon as a Node joins or its readiness, taints or
-cordon change (``NodesChangeTrigger``), the validation between its spaced checks, woken early by
-a regression (``HealthChangeTrigger``). A step says what to watch in the batch's state
-(``watch_nodes``, ``watch_budgets``, ``wait_for_nodes``, ``wait_for_health``, and ``wake_at`` for a
-deadline of its own); without any, a plain timer (``PokeLaterTrigger``). What woke the task
-(``woken_by``) is handed to the step it resumes. The first step waits on the batch before
-(another task instance): that wait is a reschedule, which
-hands the decision back to the scheduler. What
-the steps hand to each other (the Deployments scaled up, the terminations, when replacements
-joined) travels with the deferral, in the trigger's event, so a triggerer restart loses nothing.
-A retry starts again from the first step: every step is idempotent (it reads the cluster and
-EC2 before it changes anything).
+step judges changes, or after a poke interval at the latest: the drain as soon as the pods it
+waits for on the batch's nodes are gone, a new one lands there, or a budget that refused an
+eviction allows one (``PodsOnNodesChangeTrigger``), the waits for surge and replacement nodes as
+soon as a Node joins or its readiness, taints or cordon change (``NodesChangeTrigger``), the
+validation between its spaced checks, woken early by a regression (``HealthChangeTrigger``). A
+step says what to watch in the batch's state (``watch_nodes``, ``watch_pods``, ``watch_budgets``,
+``wait_for_nodes``, ``wait_for_health``, and ``wake_at`` for a deadline of its own); without any,
+a plain timer (``PokeLaterTrigger``). What woke the task (``woken_by``) is handed to the step it
+resumes. The first step waits on the batch before (another task instance): that wait is a
+reschedule, which hands the decision back to the scheduler. What the steps hand to each other
+(the Deployments scaled up, the terminations, when replacements joined, the validation's count)
+travels with the deferral, in the trigger's event, so a triggerer restart loses nothing. A retry
+starts again from the first step: every step is idempotent (it reads the cluster and EC2 before
+it changes anything).
 """
 from __future__ import annotations
 
@@ -94,14 +94,17 @@ class ReplaceBatchOperator(BaseOperator):
         state it carries): by default ``moment``, a poke interval away; a step's ``wake_at`` instead."""
         watch_nodes = state.pop("watch_nodes", None)
         watch_budgets = state.pop("watch_budgets", None)
+        watch_pods = state.pop("watch_pods", None)
         wait_for_nodes = state.pop("wait_for_nodes", None)
         wait_for_health = state.pop("wait_for_health", None)
         wake_at = state.pop("wake_at", None)
         when = (dt.datetime.fromisoformat(wake_at) if wake_at else moment).isoformat()
         if watch_nodes or watch_budgets:
-            return PodsOnNodesChangeTrigger(self.cluster_name, watch_nodes or [], when, state, budgets=watch_budgets)
+            return PodsOnNodesChangeTrigger(self.cluster_name, watch_nodes or [], when, state, budgets=watch_budgets, pods=watch_pods)
         if wait_for_nodes:
             return NodesChangeTrigger(self.cluster_name, when, state, seen=wait_for_nodes.get("seen"))
         if wait_for_health:
-            return HealthChangeTrigger(self.cluster_name, when, state, problems=wait_for_health.get("problems"), fire_on=wait_for_health.get("fire_on", "any"))
+            return HealthChangeTrigger(
+                self.cluster_name, when, state, problems=wait_for_health.get("problems"), fire_on=wait_for_health.get("fire_on", "any"), waiting_for=wait_for_health.get("waiting_for"),
+            )
         return PokeLaterTrigger(when, state)

@@ -582,10 +582,11 @@ def _drain_deadline(node: Mapping[str, Any], timeout: int) -> dt.datetime:
 def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
     """One pass of the batch's drain: evict what is left, and see what is still there.
 
-    True once every node of the batch is empty; False to look again, after a pod on the nodes
-    changed, a PodDisruptionBudget that refused an eviction allows one again, or the poke interval
-    passed: the batch then defers to a trigger watching the nodes' pods and those budgets
-    (``watch_nodes``, ``watch_budgets`` in the batch's state), holding no worker.
+    True once every node of the batch is empty; False to look again, once the pods left on a node
+    are gone or a new one lands there, a PodDisruptionBudget that refused an eviction allows one
+    again, or the poke interval passed: the batch then defers to a trigger watching the nodes'
+    pods and those budgets (``watch_nodes``, ``watch_pods``, ``watch_budgets`` in the batch's
+    state), holding no worker.
     The deadline counts from the cordon (an annotation on the node), so deferrals and retries do
     not extend it.
     """
@@ -620,6 +621,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
         results = list(pool.map(lambda p: drain_pass(rt.kube, p[0].name, p[2], params.pod_grace_period_seconds, 0.0), passes))
     all_done = True
     watch_nodes: list[str] = []
+    watch_pods: dict[str, list[str]] = {}
     budgets: set[str] = set()
     for (planned, deadline, opts), result in zip(passes, results):
         for decision in result.left_to_gc:
@@ -638,6 +640,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
         all_done = False
         if not opts.node_unreachable:
             watch_nodes.append(planned.name)
+            watch_pods[planned.name] = [ref.removeprefix("pod/") for ref in result.left]
         if _now() >= deadline:
             reasons = sorted(set(result.blocked.values())) or ["pods did not terminate in time"]
             fail(
@@ -646,6 +649,7 @@ def drain(cluster_name: str, index: int, max_batches: int = 10, **context: Any) 
             )
     state = batch_state(context)
     state["watch_nodes"] = watch_nodes
+    state["watch_pods"] = watch_pods
     woken = (state.get("woken_by") or {}).get("budget")
     if woken in budgets and not any(r.evicted for r in results):
         # It seemed to allow, and the eviction still said no: its status is not to be trusted,
@@ -769,11 +773,11 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
     state = batch_state(context)
     replaced = {n.name for b in the_plan.batches[: index + 1] for n in b}
     unavailable_before = frozenset(the_plan.unavailable_before)
+    expected = unavailable_before | {f"node/{n}" for n in replaced}  # not this batch's doing, or its doing by design
     streak = int(state.get("validation_streak") or 0)
     next_at = state.get("validation_next_at")
     if streak:
         woken = state.get("woken_by") or {}
-        expected = unavailable_before | {f"node/{n}" for n in replaced}
         regressions = sorted({c["ref"] for c in woken.get("changes") or () if c.get("worse") and c.get("ref") not in expected})
         if regressions:
             log.info("after batch %d: %s between two healthy checks: counting again", index + 1, "; ".join(regressions[:10]))
@@ -801,7 +805,8 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
         if _now() > since + dt.timedelta(seconds=params.validation_timeout_seconds):
             fail(f"the cluster is not healthy {params.validation_timeout_seconds}s after batch {index + 1}'s replacements joined: {report.summary()}; not starting the next batch")
         log.info("not yet healthy after batch %d: %s", index + 1, report.summary())
-        state["wait_for_health"] = {"problems": seen, "fire_on": "any"}
+        # Wake when the check may pass: what it waits for back, or a node Ready.
+        state["wait_for_health"] = {"problems": seen, "fire_on": "any", "waiting_for": [r for r in seen if r not in expected]}
         return False
     streak += 1
     state["validation_streak"] = streak

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
 from typing import Any, AsyncIterator
 
@@ -16,29 +17,37 @@ log = logging.getLogger("kube_maintenance.node_replacement")
 
 
 class PodsOnNodesChangeTrigger(BaseTrigger):
-    """Fires as soon as a pod on one of ``nodes`` changes or goes (a drain has something to look at
-    again), or one of ``budgets`` (PodDisruptionBudgets that refused an eviction, "<ns>/<name>")
-    allows a disruption again or goes, or at ``moment`` at the latest, with the batch's state as
-    its event (and ``woken_by``: the budget that woke it, if one did). One list and one watch per
-    node and per budgets' namespace, resumed from the list's resourceVersion, in threads off the
-    triggerer's event loop; any error just ends the wait early: the task looks at the cluster
-    again anyway.
+    """The drain's wait: fires as soon as the drain has something to do again, or at ``moment`` at
+    the latest, with the batch's state as its event (and ``woken_by``: the budget that woke it, if
+    one did):
 
-    Without the budgets, a drain a budget slows down (one pod out at a time, say) would look
-    again only a poke interval after each refusal, whenever the pod it waits for got Ready
-    elsewhere: the replacement pod is not on the drained node, so nothing there changes."""
+    - every pod the drain waits for on a node (``pods``: node -> "<ns>/<name>" of the pods left)
+      is gone (the node is drained), or a new pod lands on it (to judge); a pod merely starting to
+      terminate wakes nothing. Without ``pods`` for a node (a trigger deferred before they were
+      given), any change of a pod on it wakes the drain;
+    - one of ``budgets`` (PodDisruptionBudgets that refused an eviction, "<ns>/<name>") allows a
+      disruption again, or goes. Otherwise a drain a budget slows down (one pod out at a time, say)
+      would look again only a poke interval after each refusal, whenever the pod it waits for got
+      Ready elsewhere: the replacement pod is not on the drained node, so nothing there changes.
 
-    def __init__(self, cluster_name: str, nodes: list[str], moment: str, state: dict[str, Any], budgets: list[str] | None = None) -> None:
+    One list and one watch per node and per budgets' namespace, resumed from the list's
+    resourceVersion, in threads off the triggerer's event loop; any error just ends the wait
+    early: the task looks at the cluster again anyway."""
+
+    def __init__(
+        self, cluster_name: str, nodes: list[str], moment: str, state: dict[str, Any], budgets: list[str] | None = None, pods: dict[str, list[str]] | None = None,
+    ) -> None:
         super().__init__()
         self.cluster_name = cluster_name
         self.nodes = nodes
         self.moment = moment
         self.state = state
         self.budgets = sorted(budgets or [])
+        self.pods = {node: sorted(refs) for node, refs in (pods or {}).items()}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
-            "cluster_name": self.cluster_name, "nodes": self.nodes, "moment": self.moment, "state": self.state, "budgets": self.budgets,
+            "cluster_name": self.cluster_name, "nodes": self.nodes, "moment": self.moment, "state": self.state, "budgets": self.budgets, "pods": self.pods,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -66,7 +75,7 @@ class PodsOnNodesChangeTrigger(BaseTrigger):
         for ref in self.budgets:
             namespace, _, name = ref.partition("/")
             namespaces.setdefault(namespace, set()).add(name)
-        watches = [_in_thread(self._watch_node, kube, node, seconds) for node in self.nodes]
+        watches = [_in_thread(self._watch_node, kube, node, seconds, self.pods.get(node)) for node in self.nodes]
         watches += [_in_thread(self._watch_budgets, kube, namespace, names, seconds) for namespace, names in sorted(namespaces.items())]
         try:
             done, _ = await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
@@ -82,14 +91,34 @@ class PodsOnNodesChangeTrigger(BaseTrigger):
         return KubeClient.for_cluster(load_registry().cluster(self.cluster_name))
 
     @staticmethod
-    def _watch_node(kube: Any, node: str, seconds: float) -> None:
+    def _watch_node(kube: Any, node: str, seconds: float, waiting: list[str] | None = None) -> None:
+        """Returns when the node's pods give the drain something to do (see the class), or its
+        watch ends (its timeout, an ERROR event: the wait ends early)."""
         from kube_maintenance.core.k8s import PODS
 
+        def ref(pod: dict[str, Any]) -> str:
+            meta = pod.get("metadata") or {}
+            return f"{meta.get('namespace')}/{meta.get('name')}"
+
         selector = f"spec.nodeName={node}"
-        _, resource_version = kube.list(PODS, field_selector=selector)
+        items, resource_version = kube.list(PODS, field_selector=selector)
+        present = {ref(p) for p in items}
+        remaining = set(waiting or ()) & present
+        if waiting is not None and not remaining:
+            return  # gone already, between the drain's look and this list
+        known = present | set(waiting or ())
         for event in kube.watch_events(PODS, None, resource_version, field_selector=selector, timeout_seconds=max(1, int(seconds))):
-            if event.get("type") in ("ADDED", "MODIFIED", "DELETED", "ERROR"):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if waiting is None:
+                if kind in ("ADDED", "MODIFIED", "DELETED", "ERROR"):
+                    return
+                continue
+            if kind == "ERROR" or kind == "ADDED" and ref(obj) not in known:
                 return
+            if kind == "DELETED":
+                remaining.discard(ref(obj))
+                if not remaining:
+                    return
 
     @staticmethod
     def _watch_budgets(kube: Any, namespace: str, names: set[str], seconds: float) -> str | None:
@@ -130,8 +159,6 @@ def _in_thread(fn: Any, *args: Any) -> "asyncio.Future[Any]":
     """Run ``fn`` in a daemon thread of its own and await it: a blocking watch must not take a
     worker of the event loop's default executor (a handful of threads shared by every trigger of
     the triggerer). The thread ends when its watch does (bounded by the trigger's deadline)."""
-    import threading
-
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -188,7 +215,7 @@ class _WatchingTrigger(BaseTrigger):
     def _on_list(self, kind: str, judged: dict[str, Any]) -> list[dict[str, Any]]:
         return []
 
-    def _on_change(self, kind: str, key: str, before: Any, after: Any) -> dict[str, Any] | None:
+    def _on_change(self, kind: str, key: str, before: Any, after: Any, judged: dict[str, Any]) -> dict[str, Any] | None:
         raise NotImplementedError
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -209,8 +236,6 @@ class _WatchingTrigger(BaseTrigger):
 
     async def _first_change(self, seconds: float) -> list[dict[str, Any]]:
         from asgiref.sync import sync_to_async
-
-        import threading
 
         kube = await sync_to_async(self._client)()
         end = time.monotonic() + seconds
@@ -256,7 +281,7 @@ class _WatchingTrigger(BaseTrigger):
                     judged.pop(key, None)
                 else:
                     judged[key] = after
-                if before != after and (change := self._on_change(kind, key, before, after)):
+                if before != after and (change := self._on_change(kind, key, before, after, judged)):
                     return [change]
                 if time.monotonic() >= end or stop.is_set():
                     return []
@@ -327,7 +352,7 @@ class NodesChangeTrigger(_WatchingTrigger):
             return [{"ref": "nodes", "what": "changed since the step looked"}]
         return []
 
-    def _on_change(self, kind: str, key: str, before: Any, after: Any) -> dict[str, Any] | None:
+    def _on_change(self, kind: str, key: str, before: Any, after: Any, judged: dict[str, Any]) -> dict[str, Any] | None:
         return {"ref": key, "before": before, "after": after}
 
 
@@ -362,31 +387,39 @@ class HealthChangeTrigger(_WatchingTrigger):
     but the wait is watched, so that a regression in between (a Node that was Ready going
     NotReady or away, a Deployment, DaemonSet or StatefulSet going unavailable) wakes the task at
     once: ``fire_on="worse"``. "In a row" then means the cluster stayed healthy in between, not
-    that it happened to look healthy at two instants; the step starts its count again. While the
-    cluster is not healthy yet, any change of that judgement wakes it (``fire_on="any"``: a
-    workload available again, a node Ready), so the next batch starts when it may, not a poke
-    interval later.
+    that it happened to look healthy at two instants; the step starts its count again.
+
+    While the cluster is not healthy yet (``fire_on="any"``), it wakes when the check may pass:
+    every workload of a kind the validation waits for (``waiting_for``) available again, or a Node
+    getting Ready (the count of Ready nodes may be whole again); not at each workload that
+    recovers, each wake being a task start on a worker. So the next batch starts when it may, not
+    a poke interval later.
 
     Watched: Nodes and the three workload kinds, one list and one watch each (what the validation
     lists anyway). Not watched: Pending and kube-system pods. The validation judges those by age
     (stuck for minutes), which no watch event announces, and a cluster-wide pod watch is the
-    costliest watch there is, waking on every pod start; the checks themselves see them.
+    costliest watch there is, waking on every pod start; the poke interval and the checks
+    themselves see them.
 
     ``problems`` is what the step saw in a bad state (``health_problems``); against it the
-    trigger's own list already counts (a regression between the step's look and the trigger's
-    start is not missed). A Node the trigger sees NotReady that the step did not is counted as
-    a regression even when it is new (booting): conservative, the count starts again."""
+    trigger's own list already counts (a change between the step's look and the trigger's start
+    is not missed). A Node the trigger sees NotReady that the step did not is counted as a
+    regression even when it is new (booting): conservative, the count starts again."""
 
-    def __init__(self, cluster_name: str, moment: str, state: dict[str, Any], problems: list[str] | None = None, fire_on: str = "any") -> None:
+    def __init__(
+        self, cluster_name: str, moment: str, state: dict[str, Any], problems: list[str] | None = None, fire_on: str = "any", waiting_for: list[str] | None = None,
+    ) -> None:
         super().__init__(cluster_name, moment, state)
         if fire_on not in ("any", "worse"):
             raise ValueError(f"fire_on must be 'any' or 'worse', not {fire_on!r}")
         self.problems = sorted(problems or [])
         self.fire_on = fire_on
+        self.waiting_for = sorted(self.problems if waiting_for is None else waiting_for)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
             "cluster_name": self.cluster_name, "moment": self.moment, "state": self.state, "problems": self.problems, "fire_on": self.fire_on,
+            "waiting_for": self.waiting_for,
         }
 
     def _kinds(self) -> list[tuple[str, Any]]:
@@ -397,21 +430,29 @@ class HealthChangeTrigger(_WatchingTrigger):
     def _judge(self, kind: str, obj: dict[str, Any]) -> Any:
         return health_judgement(kind, obj)
 
+    def _all_back(self, kind: str, judged: dict[str, Any]) -> dict[str, Any] | None:
+        """Every object of ``kind`` the validation waits for good (or gone) now, if it waited for any."""
+        waited = [r for r in self.waiting_for if r.startswith(kind + "/")]
+        if waited and all(judged.get(r, ABSENT) in _GOOD | {ABSENT} for r in waited):
+            return {"ref": f"{kind}s", "what": f"every {kind} the validation waited for is {'Ready' if kind == 'node' else 'available'}", "worse": False}
+        return None
+
     def _on_list(self, kind: str, judged: dict[str, Any]) -> list[dict[str, Any]]:
         baseline = {p for p in self.problems if p.startswith(kind + "/")}
         bad = {k for k, v in judged.items() if v not in _GOOD}
-        changes = [{"ref": k, "before": "seen healthy by the step", "after": judged[k], "worse": True} for k in sorted(bad - baseline)]
-        if self.fire_on == "any":
-            changes += [{"ref": k, "before": "seen unhealthy by the step", "after": judged.get(k, ABSENT), "worse": False} for k in sorted(baseline - bad)]
-        return changes
+        if self.fire_on == "worse":
+            return [{"ref": k, "before": "seen healthy by the step", "after": judged[k], "worse": True} for k in sorted(bad - baseline)]
+        ready_again = [{"ref": k, "before": "NotReady", "after": "Ready", "worse": False} for k in sorted(baseline - bad) if judged.get(k) == "Ready"]
+        back = self._all_back(kind, judged)
+        return ready_again or ([back] if back else [])
 
-    def _on_change(self, kind: str, key: str, before: Any, after: Any) -> dict[str, Any] | None:
-        if kind == "node":
-            worse = before == "Ready"  # NotReady, or gone: one Ready node fewer
-            better = after == "Ready"
-        else:
-            worse = after == "unavailable"  # from available, or a new workload not available yet
-            better = before == "unavailable"  # available again, or deleted
-        if worse or (better and self.fire_on == "any"):
-            return {"ref": key, "before": before, "after": after, "worse": worse}
-        return None
+    def _on_change(self, kind: str, key: str, before: Any, after: Any, judged: dict[str, Any]) -> dict[str, Any] | None:
+        if self.fire_on == "worse":
+            # A Ready node NotReady or gone (one Ready node fewer); a workload no longer available
+            # (or a new one not available yet: the check would count it too).
+            if before == "Ready" if kind == "node" else after == "unavailable":
+                return {"ref": key, "before": before, "after": after, "worse": True}
+            return None
+        if kind == "node" and after == "Ready":
+            return {"ref": key, "before": before, "after": after, "worse": False}
+        return self._all_back(kind, judged) if key in self.waiting_for else None
