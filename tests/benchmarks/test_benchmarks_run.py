@@ -28,6 +28,10 @@ SMALL = {
          "--run-timeout", "240", "--setup-timeout", "180", "--no-fail-on-targets"],
         ["PASS  every run finished within its limit", "PASS  every run succeeded", "largest XCom:", "mapped task instances:", "waits, per poke"],
     ),
+    "worker_slots.py": (
+        ["--pods", "3", "--pod-ready-seconds", "0.3", "--pod-termination-seconds", "0.2", "--node-boot-seconds", "0.5", "--poke-interval", "1", "--validation-interval", "1", "--max-seconds", "180"],
+        ["slot held, reschedule / deferrable:", "drain: wall"],
+    ),
 }
 
 
@@ -44,3 +48,15 @@ def test_the_benchmark_runs_at_a_small_size(script: str) -> None:
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     for text in expected:
         assert text in proc.stdout, f"{script} did not print {text!r}:\n{proc.stdout[-2000:]}"
+
+
+@pytest.mark.timeout(300)
+def test_worker_slots_fails_loudly_when_the_code_under_test_refuses_to_act() -> None:
+    """A drain that refuses a pod (one with no controller) ends the benchmark with a non-zero exit
+    and the reason, instead of a loop or figures that mean nothing."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")])}
+    args = ["--modes", "deferrable", "--pods", "2", "--pod-ready-seconds", "0.3", "--unmanaged-pods", "1", "--max-seconds", "120"]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "worker_slots.py"), *args], capture_output=True, text=True, env=env, timeout=280, cwd=REPO)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "refused to act, no figures" in proc.stderr and "default/bare-0" in proc.stderr, proc.stderr[-3000:]
+    assert "slot held" not in proc.stdout
