@@ -37,8 +37,10 @@ def browser_registry(world: World) -> dict[str, Any]:
             "retry_delay_seconds": 1,
             "defaults": {"validation_interval_seconds": 1, "drain_timeout_seconds": 600, "replacement_timeout_seconds": 60},
         },
-        cronjob_refresh={"poke_interval_seconds": 1, "retries": 0, "retry_delay_seconds": 1},
-        rollout_restart={"poke_interval_seconds": 1, "retries": 0, "retry_delay_seconds": 1},
+        # Their deferred waits wake at the first change of what they watch in the triggerer; the poke
+        # interval is only the longest sleep between looks (a second would make them poll).
+        cronjob_refresh={"poke_interval_seconds": 20, "retries": 0, "retry_delay_seconds": 1},
+        rollout_restart={"poke_interval_seconds": 20, "retries": 0, "retry_delay_seconds": 1},
     )
 
 

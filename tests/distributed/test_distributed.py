@@ -19,7 +19,7 @@ import pytest
 from airflow_stack.airflow_processes import AirflowApi, parse_audit, trigger_log_jobs
 from airflow_stack.deployment import Deployment
 from airflow_stack.sandbox_stack import Staging
-from test_cronjob_refresh import seeded_stale_jobs
+from test_cronjob_refresh import pods_slow_to_go, seeded_stale_jobs
 
 from sandbox.resources import DEPLOYMENTS, JOBS, NODES, PDBS, PODS
 
@@ -150,12 +150,45 @@ def node_replaced(deployment: Deployment, staging: Staging) -> Finished:
     return finished
 
 
+def hold_pods_until_the_waits_defer(deployment: Deployment, dag_id: str, release: Callable[[], None], waits: int, noted: dict[str, Any]) -> Callable[[str], None]:
+    """A ``during`` for ``run_and_read``: the deleted Jobs' pods stay terminating until each group's
+    ``wait_for_pods_gone`` (``waits`` of them) is deferred, then go (their going wakes the waits)."""
+
+    def during(run_id: str) -> None:
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and api_run_state(deployment.api, dag_id, run_id) not in ("success", "failed"):
+                states = {t: s for t, s in deployment.api.task_states(dag_id, run_id).items() if t.startswith("refresh.wait_for_pods_gone")}
+                if sum(1 for s in states.values() if s == "deferred") >= waits:
+                    noted["waits_deferred"] = states
+                    break
+                time.sleep(0.2)
+        finally:
+            release()
+
+    return during
+
+
+def api_run_state(api: AirflowApi, dag_id: str, run_id: str) -> str:
+    return str(api.dag_run(dag_id, run_id)["state"])
+
+
 @pytest.fixture(scope="module")
 def cronjobs_refreshed(deployment: Deployment, staging: Staging, node_replaced: Finished) -> Finished:
-    """The demo's two Jobs still on an old image refreshed."""
+    """The demo's two Jobs still on an old image refreshed; their pods take a while to go, so each
+    group's wait for them defers to the triggerer (and is woken as they go)."""
+    dag_id = f"cronjob_refresh__{CLUSTER}"
     stale = {ref: job["metadata"]["uid"] for ref, job in seeded_stale_jobs(staging.store).items()}
-    finished = run_and_read(deployment.api, f"cronjob_refresh__{CLUSTER}", {"dry_run": False, "ignore_window": True, "pods_gone_timeout_seconds": 120})
-    finished.noted["stale"] = stale
+    noted: dict[str, Any] = {"stale": stale}
+    patches = pytest.MonkeyPatch()
+    try:
+        release = pods_slow_to_go(staging.store, patches, set(stale.values()))
+        waits = len({ref.split("/")[0] for ref in stale})
+        conf = {"dry_run": False, "ignore_window": True, "pods_gone_timeout_seconds": 120}
+        finished = run_and_read(deployment.api, dag_id, conf, during=hold_pods_until_the_waits_defer(deployment, dag_id, release, waits, noted))
+    finally:
+        patches.undo()
+    finished.noted.update(noted)
     return finished
 
 
@@ -260,3 +293,30 @@ def test_deferred_waits_run_in_the_triggerer(deployment: Deployment, node_replac
     text = "\n".join(batches.values())
     assert "Trigger fired event" in text and " starting" in text, text[-3000:]
     assert trigger_log_jobs(text) == set(after_kill), (trigger_log_jobs(text), triggerers)
+
+
+def test_the_rollout_and_cronjob_waits_ran_in_the_triggerer(deployment: Deployment, node_replaced: Finished, cronjobs_refreshed: Finished, rollout_restarted: Finished) -> None:
+    """The rollout restart's shard and each CronJob refresh group's wait for the deleted Jobs' pods
+    deferred, and their triggers ran in the triggerer (the one started after the kill): their logs,
+    read back through the REST API, hold the triggers' own lines, merged from trigger logs of that
+    triggerer's job; on disk those lines are in the trigger logs, never in the worker's."""
+    api = deployment.api
+    assert sum(1 for s in cronjobs_refreshed.noted.get("waits_deferred", {}).values() if s == "deferred") == 2, cronjobs_refreshed.noted
+    after_kill = {j["id"] for j in api.jobs("TriggererJob") if datetime.fromisoformat(j["start_date"]).timestamp() > node_replaced.noted["triggerer_killed_at"]}
+    assert after_kill, api.jobs("TriggererJob")
+    for finished, task_id, watching in (
+        (rollout_restarted, "restart", f"RolloutProgressTrigger on {CLUSTER}: watching deployments in shop"),
+        (cronjobs_refreshed, "refresh.wait_for_pods_gone", f"JobPodsGoneTrigger on {CLUSTER}: watching pods in "),
+    ):
+        logs = {key: text for key, text in api.run_logs(finished.dag_id, finished.run_id).items() if key.startswith(task_id + "[")}
+        text = "\n".join(logs.values())
+        assert watching in text and "woke by change" in text and "Trigger fired event" in text, text[-3000:]
+        assert "resumed: woke by change" in text, "the task resumed in the worker on the trigger's event"
+        assert trigger_log_jobs(text) and trigger_log_jobs(text) <= after_kill, (trigger_log_jobs(text), after_kill)
+        folder = deployment.processes.home / "logs" / f"dag_id={finished.dag_id}" / f"run_id={finished.run_id}" / f"task_id={task_id}"
+        files = [f for f in folder.rglob("*.log") if f.is_file()]
+        trigger_files = [f for f in files if ".log.trigger." in f.name]
+        assert trigger_files and all(int(f.name.rsplit(".", 2)[-2]) in after_kill for f in trigger_files), [f.name for f in files]
+        assert any(watching in f.read_text(errors="replace") for f in trigger_files), [f.name for f in trigger_files]
+        assert not any(watching in f.read_text(errors="replace") for f in files if f not in trigger_files), "a trigger line in a worker's log"
+

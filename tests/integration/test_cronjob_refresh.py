@@ -683,3 +683,109 @@ def test_a_run_killed_between_deletion_and_creation_and_run_again_starts_each_fr
         assert FRESH_JOB_OWED_ANNOTATION not in (cron["metadata"].get("annotations") or {}), "the debt is settled"
     created = [l for run in (killed, resumed) for l in run.audit if l["action"] == "create-job" and l["outcome"] == "done"]
     assert len(created) == len(SEEDED), created
+
+
+# ----------------------------------------------------------------------------------- deferred waits
+PODS_TRIGGER = "kube_maintenance.cronjob_refresh.triggers.JobPodsGoneTrigger"
+
+
+def pods_slow_to_go(store: Any, monkeypatch: pytest.MonkeyPatch, job_uids: set[str]) -> Any:
+    """The pods of these Jobs, once deleted, stay terminating (as a long grace period or a preStop
+    hook keeps them) until ``release()``: their kubelet's final removal waits for it."""
+    import threading
+
+    original = store.remove_now
+    released = threading.Event()
+    pending: set[tuple[str, str]] = set()
+    lock = threading.Lock()
+
+    def remove_now(key: str, namespace: str | None, name: str) -> Any:
+        pod = store.try_get(key, namespace, name) if key == PODS else None
+        if pod is not None and (pod["metadata"].get("labels") or {}).get(JOB_CONTROLLER_UID_LABEL) in job_uids:
+            with lock:
+                if not released.is_set():
+                    pending.add((namespace, name))
+                    return None
+        return original(key, namespace, name)
+
+    def release() -> None:
+        with lock:
+            released.set()
+            held = sorted(pending)
+        for namespace, name in held:
+            original(PODS, namespace, name)
+
+    monkeypatch.setattr(store, "remove_now", remove_now)
+    return release
+
+
+def test_the_wait_for_deleted_jobs_pods_is_deferred_and_woken_as_they_go(dag_runner: DagRunner, world: World, monkeypatch: pytest.MonkeyPatch, triggerer: BackgroundTriggerer) -> None:
+    """The stale Jobs' pods take a while to terminate: each group's wait holds no worker slot, it
+    defers (never reschedules) to a trigger watching those pods from its own list, and their going
+    wakes it before the trigger's deadline (at most the longest sleep between looks, a minute here)."""
+    store = world.clusters["staging"].cluster.store
+    stale = seeded_stale_jobs(store)
+    uids = {job["metadata"]["uid"] for job in stale.values()}
+    assert world.clusters["staging"].cluster.wait_for(lambda: all(running_pods_of(store, j) for j in stale.values()), timeout=30)
+    release = pods_slow_to_go(store, monkeypatch, uids)
+    namespaces = {ref.split("/")[0] for ref in stale}
+
+    def both_waits_deferred() -> None:
+        waiting = lambda: {r.task for r in triggerer.of("refresh.wait_for_pods_gone")}  # noqa: E731
+        world.clusters["staging"].cluster.wait_for(lambda: len(waiting()) == len(namespaces), timeout=120, interval=0.05)
+        release()
+
+    import threading
+
+    releaser = threading.Thread(target=both_waits_deferred, daemon=True)
+    releaser.start()
+    dag_runner.set_registry(registry_for(world, cronjob_refresh={"poke_interval_seconds": 60}))
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "pods_gone_timeout_seconds": 300})
+    releaser.join(timeout=5)
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert audit_targets(result, "delete-job", "done") == {f"job/{ref}" for ref in stale}
+    assert pods_of(store, uids) == [], "every pod of the deleted Jobs is gone"
+    assert triggerer.reschedules == [], "waits are deferrals, not reschedules"
+    runs = triggerer.of("refresh.wait_for_pods_gone")
+    assert {r.classpath for r in runs} == {PODS_TRIGGER}
+    watched = {w["namespace"] for r in runs for w in r.kwargs["watches"]}
+    assert watched == namespaces, watched
+    for run in runs:
+        for watch in run.kwargs["watches"]:
+            assert watch["plural"] == "pods" and watch["wake_on"] == ["DELETED"] and watch["resource_version"], watch
+            assert watch["label_selector"].startswith(f"{JOB_CONTROLLER_UID_LABEL} in (") and watch["seen"], watch
+        assert run.moment is not None and run.moment <= run.started + 61, "the deadline is absolute, at most the longest sleep ahead"
+        assert run.payload["woke"] == "change" and run.ended < run.moment, run.payload
+        assert "deleted" in run.payload["why"]
+
+
+def test_pods_that_outlast_the_timeout_fail_the_wait_at_its_deadline_and_no_fresh_job_starts(
+    dag_runner: DagRunner, world: World, monkeypatch: pytest.MonkeyPatch, triggerer: BackgroundTriggerer
+) -> None:
+    """A deleted Job's pods never go: the deferred wait's deadline is the pods-gone timeout (not the
+    longest sleep, a minute here); at it the task fails, naming the pods, and no fresh Job starts."""
+    store = world.clusters["staging"].cluster.store
+    keep_fresh_jobs_running(store)
+    allow_concurrency(store, "payments/settlement-export")
+    stale = {ref: job for ref, job in seeded_stale_jobs(store).items() if ref.startswith("payments/")}
+    uids = {job["metadata"]["uid"] for job in stale.values()}
+    assert world.clusters["staging"].cluster.wait_for(lambda: all(running_pods_of(store, j) for j in stale.values()), timeout=30)
+    release = pods_slow_to_go(store, monkeypatch, uids)
+    dag_runner.set_registry(registry_for(world, cronjob_refresh={"poke_interval_seconds": 60, "retries": 0}))
+    try:
+        result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["payments"], "create_fresh_job": True, "pods_gone_timeout_seconds": 3})
+    finally:
+        release()
+    assert result.state == "failed"
+    assert sorted(t for t in result.failed_tasks() if t != "cleanup") == ["refresh.wait_for_pods_gone[0]"], result.failed_tasks()
+    assert "pod(s) of deleted Jobs still there 3s after the deletion" in result.text() and "no fresh Job is started for their CronJobs" in result.text()
+    assert not [line for line in result.audit if line["action"] == "create-job" and line["outcome"] == "done"]
+    assert not fresh_jobs_of(store, store.get(CRONJOBS, "payments", "settlement-export"))
+    runs = triggerer.of("refresh.wait_for_pods_gone")
+    assert runs and triggerer.reschedules == []
+    import datetime as dt
+
+    deleted_at = max(dt.datetime.fromisoformat(line["ts"]).timestamp() for line in result.audit if line["action"] == "delete-job" and line["outcome"] == "done")
+    # (audit times are whole seconds: the deletion was within the second after its line's time)
+    assert all(r.moment is not None and r.moment <= deleted_at + 1 + 3 for r in runs), "the timeout, not the minute, is the deadline"
+    assert runs[-1].payload["woke"] == "deadline", [r.payload for r in runs]

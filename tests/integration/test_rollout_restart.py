@@ -143,8 +143,8 @@ def test_restarts_every_workload_of_the_chosen_namespaces_and_nothing_else(dag_r
     assert any("/kube-system/" in r for r in others) and any("/scratch/" in r for r in others) and any("/search/" in r for r in others)
     before = pod_uids(cluster, chosen | others)
     seq = len(cluster.requests)
-    # Pokes of one second: shards are rescheduled mid-rollout and must pick up where they were.
-    dag_runner.set_registry(registry_for(world, rollout_restart={"wait_per_poke_seconds": 1}))
+    # Looks at least every second (the registry's poke interval): shards wake mid-rollout, deferred,
+    # and must pick up where they were.
 
     result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespace_selector": SELECTOR, "max_concurrent_rollouts": 3})
     assert result.state == "success", (result.failed_tasks(), result.errors())
@@ -219,8 +219,7 @@ def test_rollouts_that_never_become_ready_fail_the_run_naming_them_before_the_ti
     # stops the other shards from starting restarts, but what they started is still followed.
     break_template(cluster, DEPLOYMENTS, "search", "search-api", progressDeadlineSeconds=20)
     breaker = break_after_our_restart(cluster, STATEFULSETS, "payments", "ledger-db")
-    # Pokes of a second: the shards take turns, as they run side by side on a real Airflow.
-    dag_runner.set_registry(registry_for(world, rollout_restart={"wait_per_poke_seconds": 1}))
+    # The shards wait deferred side by side, as on a real Airflow (the background triggerer).
     started = time.monotonic()
     result = dag_runner.run(
         DAG_FILE, DAG_ID,
@@ -415,7 +414,6 @@ def test_a_rollout_seen_complete_is_not_failed_by_a_later_dip(dag_runner: DagRun
     threads += [threading.Thread(target=slow_rollout, args=(name, 5), daemon=True) for name in ("cart-api", "recommendations", "storefront-web")]
     for thread in threads:
         thread.start()
-    dag_runner.set_registry(registry_for(world, rollout_restart={"wait_per_poke_seconds": 1}))
     result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search", "shop"], "max_concurrent_rollouts": 1, "rollout_timeout_seconds": 10})
     for thread in threads:
         thread.join(timeout=5)
@@ -506,7 +504,6 @@ def test_a_failure_stops_every_shard_from_starting_restarts_but_what_started_is_
     holder = stuck_until(cluster, DEPLOYMENTS, "shop", "cart-api", release)
     give_up = threading.Timer(60, gave_up.set)
     give_up.start()
-    dag_runner.set_registry(registry_for(world, rollout_restart={"wait_per_poke_seconds": 1}))
     result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search", "shop"], "max_concurrent_rollouts": 2})
     give_up.cancel()
     holder.join(timeout=5)
@@ -560,7 +557,7 @@ def test_a_run_killed_mid_restart_and_run_again_restarts_each_workload_once(dag_
         original(self, view, obj)
         raise RuntimeError("task process killed right after a restart patch")
 
-    dag_runner.set_registry(registry_for(world, rollout_restart={"retries": 0, "wait_per_poke_seconds": 1}))
+    dag_runner.set_registry(registry_for(world, rollout_restart={"retries": 0}))
     conf = {"dry_run": False, "namespaces": ["search", "shop"], "max_concurrent_rollouts": 1}
     same_run = {"logical_date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0)}
     same_run["run_after"] = same_run["logical_date"]
@@ -582,6 +579,40 @@ def test_a_run_killed_mid_restart_and_run_again_restarts_each_workload_once(dag_
     for ref in targets:
         assert after[ref] and not (after[ref] & before[ref]), f"{ref}: every pod replaced"
     assert sorted(summary_of(resumed)["restarted"]) == sorted(targets)
+
+
+# ----------------------------------------------------------------------------------- deferred waits
+ROLLOUT_TRIGGER = "kube_maintenance.rollout_restart.triggers.RolloutProgressTrigger"
+
+
+def test_a_shard_waits_deferred_and_its_rollout_progressing_wakes_it(dag_runner: DagRunner, world: World, triggerer: BackgroundTriggerer) -> None:
+    """While its rollout rolls the shard holds no worker slot: it defers (it is never rescheduled)
+    to a trigger watching the namespace's Deployments from its own list, and the rollout
+    progressing wakes it, long before the trigger's deadline (at most the longest sleep between
+    looks, here a minute); the task's state (where it stands, when it began) comes back in the event."""
+    cluster = staging(world)
+    dag_runner.set_registry(registry_for(world, rollout_restart={"poke_interval_seconds": 60}))
+    # search-api's new pods stay unready until the shard has deferred once: only the watch can
+    # tell the shard that its rollout moved on.
+    holder = stuck_until(cluster, DEPLOYMENTS, "search", "search-api", lambda: bool(triggerer.of("restart")))
+    result = dag_runner.run(DAG_FILE, DAG_ID, {"dry_run": False, "namespaces": ["search"], "max_concurrent_rollouts": 1})
+    holder.join(timeout=5)
+    assert result.state == "success", (result.failed_tasks(), result.errors())
+    assert restarts(result) == ["deployment/search/search-api"] and summary_of(result)["restarted"] == ["deployment/search/search-api"]
+    assert triggerer.reschedules == [], "waits are deferrals, not reschedules"
+    runs = triggerer.of("restart")
+    assert runs and {r.classpath for r in runs} == {ROLLOUT_TRIGGER} and all(r.task == "restart[0]" for r in runs)
+    for run in runs:
+        (watch,) = run.kwargs["watches"]
+        assert (watch["plural"], watch["namespace"], watch["resource_version"] != "") == ("deployments", "search", True), watch
+        assert watch["seen"].get("search-api"), "what the look saw of the workload, its own patch included"
+        assert run.moment is not None and run.moment <= run.started + 61, "the deadline is absolute, at most the longest sleep ahead"
+        assert run.payload["state"]["at"] == [0, 0] and run.payload["state"]["began"]
+        assert run.payload["woke"] != "error", run.payload
+    woken = [r for r in runs if r.payload["woke"] == "change"]
+    assert woken and all(r.ended is not None and r.ended < r.moment for r in woken), [(r.payload, r.moment) for r in runs]
+    assert any("deployments/search/search-api" in r.payload["why"] for r in woken), [r.payload for r in woken]
+    assert "resumed: woke by change" in result.text()
 
 
 # -------------------------------------------------------------------------------- kubectl as the oracle
