@@ -73,7 +73,7 @@ REDUCED = {
     ("rollout_restart", "watch-cut", "1ev"),
 }
 # Wall-clock bound of a cell (setup, run, settling, judging), seconds.
-BOUND = {"node_replacement": 240, "cronjob_refresh": 150, "rollout_restart": 150}
+BOUND = {"node_replacement": 300, "cronjob_refresh": 240, "rollout_restart": 240}
 FAILING_OUTCOMES = ("unsafe", "timeout", "error")
 
 
@@ -240,10 +240,15 @@ def run_cells(cells: list[Cell], workdir: Path, jobs: int, report: Callable[[Out
     return [outcomes[c.key] for c in cells]
 
 
+def short(reason: str, width: int = 150) -> str:
+    reason = reason.replace("|", "/")
+    return reason if len(reason) <= width else reason[: width - 3] + "..."
+
+
 def print_table(outcomes: list[Outcome]) -> None:
     header = ("DAG", "fault", "rate", "outcome", "retries (task/k8s/aws)", "faults", "run s", "reason")
     rows = [
-        (o.dag, o.fault + (" (sabotaged)" if o.sabotaged else ""), o.rate, o.outcome, f"{o.task_retries}/{o.k8s_retries}/{o.aws_retries}", str(o.faults_injected), f"{o.run_seconds:.0f}", o.reason)
+        (o.dag, o.fault + (" (sabotaged)" if o.sabotaged else ""), o.rate, o.outcome, f"{o.task_retries}/{o.k8s_retries}/{o.aws_retries}", str(o.faults_injected), f"{o.run_seconds:.0f}", short(o.reason))
         for o in outcomes
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header[:-1])]
@@ -259,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduced", action="store_true", help="a few cells per DAG (make test); default: the full matrix")
     parser.add_argument("--dag", action="append", choices=DAGS, help="only this DAG (repeatable)")
     parser.add_argument("--fault", action="append", choices=sorted(FAULTS), help="only this fault (repeatable)")
-    parser.add_argument("--jobs", type=int, default=2, help="cells run side by side (default 2)")
+    parser.add_argument("--jobs", type=int, default=3, help="cells run side by side (default 3: a cell mostly waits, on pokes, boots and backoffs)")
+    parser.add_argument("--bound", type=float, help="every cell's wall-clock bound in seconds (default: 300 for node replacement, 240 for the others)")
     parser.add_argument("--keep", action="store_true", help="keep the cells' logs and databases (their directory is printed)")
     parser.add_argument("--json", type=Path, help="also write the outcomes to this JSON file")
     parser.add_argument("--self-check", action="store_true", help="also run each chosen DAG once more without faults and break, after the run, what the judge checks (a node cordoned, an instance terminated, a Job created twice ...): those cells must come out unsafe")
@@ -273,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         cells += [Cell(dag, "none", "-", sabotage=True) for dag in DAGS if not args.dag or dag in args.dag]
     if not cells:
         parser.error("no cell matches these filters")
+    if args.bound:
+        BOUND.update({dag: args.bound for dag in BOUND})
     workdir = Path(tempfile.mkdtemp(prefix="fault-matrix-"))
     started = time.monotonic()
     print(f"fault matrix: {len(cells)} cells, {args.jobs} at a time (cells in {workdir})", flush=True)
@@ -331,6 +339,7 @@ def worker_loop() -> int:
 
 # ===================================================================================== the child: a cell
 LEASES = "leases.coordination.k8s.io"
+SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
 LOCK = ("kube-maintenance", "kube-maintenance-lock")
 OUR_AGENT = "kube-maintenance"
 DAY = 86400.0
@@ -634,7 +643,7 @@ class NodeReplacement(Scenario):
     }
 
     def prepare(self) -> None:
-        from sandbox.resources import NODES, PDBS, PODS
+        from sandbox.resources import DEPLOYMENTS, NODES, PDBS, PODS
 
         store = self.store
         pdb = next(p for p in store.iter(PDBS, "shop") if p["metadata"]["name"] == "storefront-web")
@@ -647,6 +656,7 @@ class NodeReplacement(Scenario):
         self.nodes_before = len(list(store.iter(NODES)))
         self.instances_before = instance_states(self.world)
         self.desired_before = {name: g["DesiredCapacity"] for name, g in groups(self.world).items()}
+        self.replicas_before = {f"{d['metadata']['namespace']}/{d['metadata']['name']}": d["spec"].get("replicas") for d in store.iter(DEPLOYMENTS)}
         self.conf = {"dry_run": False, "force_unmanaged_pods": True, "delete_emptydir_data": True, "node_names": [self.victim_node],
                      "pod_grace_period_seconds": 1, "skip_wait_for_delete_timeout_seconds": 2}
 
@@ -687,6 +697,16 @@ class NodeReplacement(Scenario):
         judge.check(not extra, f"instances terminated outside the plan: {extra}")
         desired = {name: g["DesiredCapacity"] for name, g in groups(self.world).items()}
         judge.check(desired == self.desired_before, f"desired capacity changed: {self.desired_before} -> {desired}")
+        # The run's own marks undone: the cluster autoscaler allowed again on every node (none had
+        # the mark before), Auto Scaling's record of what the run suspended gone.
+        marked = [n["metadata"]["name"] for n in store.iter(NODES) if SCALE_DOWN_DISABLED in (n["metadata"].get("annotations") or {}) and podutil.is_node_ready(n)]
+        judge.check(not marked, f"cluster autoscaler still kept off node(s): {marked}")
+        tagged = sorted(f"{name}:{t['Key']}" for name, g in groups(self.world).items() for t in g.get("Tags") or () if t["Key"].startswith("kube-maintenance.io/"))
+        judge.check(not tagged, f"run's tags left on Auto Scaling groups: {tagged}")
+        scaled = {ref: (was, store.get(DEPLOYMENTS, *ref.split("/"))["spec"].get("replicas")) for ref, was in self.replicas_before.items()}
+        changed = {ref: f"{was}->{now}" for ref, (was, now) in scaled.items() if was != now}
+        if changed:
+            judge.notes.append(f"replicas changed: {changed}")
         return not judge.missing
 
     def sabotage(self) -> None:
@@ -697,7 +717,7 @@ class NodeReplacement(Scenario):
         from sandbox.resources import NODES
 
         cordoned, terminated = [n for n in self.store.iter(NODES) if n["metadata"]["name"] != self.victim_node and podutil.is_node_ready(n)][:2]
-        self.api("PATCH", f"/api/v1/nodes/{cordoned['metadata']['name']}", {"spec": {"unschedulable": True}})
+        self.api("PATCH", f"/api/v1/nodes/{cordoned['metadata']['name']}", {"spec": {"unschedulable": True}, "metadata": {"annotations": {SCALE_DOWN_DISABLED: "true"}}})
         ec2 = boto3.client("ec2", endpoint_url=self.proxy.url, region_name=self.world.region("staging"), **FAKE_CREDENTIALS)
         ec2.terminate_instances(InstanceIds=[terminated["spec"]["providerID"].rsplit("/", 1)[1]])
         aws(self.world, "autoscaling").suspend_processes(AutoScalingGroupName="staging-general", ScalingProcesses=["AZRebalance"])
