@@ -114,7 +114,7 @@ def rollout_watch(kube: KubeClient, **seen_overrides: str) -> dict[str, Any]:
     """What a restart shard's look hands its trigger: the list's resourceVersion and what it saw."""
     items, rv = kube.list(DEPLOYMENTS_REF, "shop")
     seen = {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in items} | seen_overrides
-    return watch_target(DEPLOYMENTS_REF, "shop", rv, seen)
+    return watch_target(DEPLOYMENTS_REF, "shop", rv, seen, only_seen=True)
 
 
 # ---------------------------------------------------------------------------------------- round trip
@@ -147,12 +147,16 @@ def test_a_trigger_started_again_after_its_deadline_fires_at_once_without_touchi
 
 
 # ------------------------------------------------------------------------------------ list then watch
-def test_the_tasks_own_writes_do_not_wake_it_and_someone_elses_change_does(cluster: SandboxCluster, kube: KubeClient) -> None:
+def test_the_tasks_own_writes_and_workloads_it_does_not_wait_on_do_not_wake_it_a_change_does(cluster: SandboxCluster, kube: KubeClient) -> None:
     items, rv = kube.list(DEPLOYMENTS_REF, "shop")
     # The look patched web after its list (a restart or the rolled-out mark): that version is seen.
     ours = kube.patch(DEPLOYMENTS_REF, "web", {"metadata": {"annotations": {"kube-maintenance.io/rolled-out": "x"}}}, namespace="shop")
-    watch = watch_target(DEPLOYMENTS_REF, "shop", rv, {"web": ours["metadata"]["resourceVersion"]})
-    assert first_relevant_change(kube, watch, 1.5) is None, "the replayed own patch woke it"
+    watch = watch_target(DEPLOYMENTS_REF, "shop", rv, {"web": ours["metadata"]["resourceVersion"]}, only_seen=True)
+    # Another Deployment of the namespace, not one the shard waits on, comes and changes.
+    other = {"app": "other"}
+    cluster.store.create(DEPLOYMENTS, {"metadata": {"name": "other"}, "spec": {"replicas": 1, "selector": {"matchLabels": other}, "template": {"metadata": {"labels": other}, "spec": {"containers": [{"name": "o", "image": "nginx:1.27"}]}}}}, namespace="shop")
+    annotate(cluster, "other", "0")
+    assert first_relevant_change(kube, watch, 1.5) is None, "the replayed own patch, or another workload, woke it"
     changed: list[str] = []
     thread = threading.Thread(target=once_watching(cluster, DEPLOYMENTS, lambda: annotate(cluster, "web", "1")), daemon=True)
     thread.start()
@@ -188,10 +192,13 @@ def test_the_pods_of_deleted_jobs_wake_the_wait_only_by_going(cluster: SandboxCl
     for name in ("export-1-a", "export-1-b"):
         store.create(PODS, {"metadata": {"name": name, "labels": {UID_LABEL: "u-1"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, namespace="shop")
     items, rv = kube.list(PODS_REF, "shop", label_selector=f"{UID_LABEL} in (u-1)")
-    watch = watch_target(PODS_REF, "shop", rv, {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in items}, f"{UID_LABEL} in (u-1)", wake_on=("DELETED",))
+    watch = watch_target(PODS_REF, "shop", rv, {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in items}, f"{UID_LABEL} in (u-1)", wake_on=("DELETED",), only_seen=True)
 
     def change_then_delete() -> None:
         store.mutate(PODS, "shop", "export-1-a", lambda p: p["metadata"]["labels"].update(touched="yes"))  # not a wake
+        # A pod the task never saw (made after its look) comes and goes: not a wake either.
+        store.create(PODS, {"metadata": {"name": "export-1-c", "labels": {UID_LABEL: "u-1"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, namespace="shop")
+        store.remove_now(PODS, "shop", "export-1-c")
         store.remove_now(PODS, "shop", "export-1-b")
 
     threading.Thread(target=once_watching(cluster, PODS, change_then_delete), daemon=True).start()
@@ -241,7 +248,7 @@ def test_a_restart_shard_defers_with_its_state_and_resumes_from_the_event(monkey
     trigger = deferred.value.trigger
     assert deferred.value.method_name == "resume" and isinstance(trigger, RolloutProgressTrigger)
     assert trigger.state == STATE and trigger.moment == wake_at.isoformat()
-    assert trigger.watches == [watch_target(DEPLOYMENTS_REF, "shop", "1234", {"web": "1240"})]
+    assert trigger.watches == [watch_target(DEPLOYMENTS_REF, "shop", "1234", {"web": "1240"}, only_seen=True)]
     assert task.resume({}, event={"state": trigger.state, "woke": "change", "why": "modified: deployments/shop/web"}) == {"shard": 0, "restarted": 3}
     assert looks == [{}, STATE], "the first look starts afresh, the next one where the event says"
 
@@ -261,7 +268,7 @@ def test_the_wait_for_pods_gone_defers_with_the_pods_it_saw(monkeypatch: pytest.
         task.execute({})
     trigger = deferred.value.trigger
     assert isinstance(trigger, JobPodsGoneTrigger) and trigger.moment == at.isoformat()
-    assert trigger.watches == [watch_target(PODS_REF, "payments", "99", {"export-1-a": "98"}, f"{UID_LABEL} in (u-1)", wake_on=("DELETED",))]
+    assert trigger.watches == [watch_target(PODS_REF, "payments", "99", {"export-1-a": "98"}, f"{UID_LABEL} in (u-1)", wake_on=("DELETED",), only_seen=True)]
     assert task.resume({}, event={"state": {}, "woke": "change"}) == {"index": 0, "jobs": 1}
 
 

@@ -11,7 +11,8 @@ from typing import Any
 # object in one namespace, and what the task saw of it when it last looked.
 #   {"group": "apps", "version": "v1", "plural": "deployments", "namespace": "shop",
 #    "label_selector": "tier=web" | None, "resource_version": "<its list's>" | "",
-#    "seen": {name: resourceVersion}, "wake_on": ["ADDED", "MODIFIED", "DELETED"]}
+#    "seen": {name: resourceVersion}, "only_seen": true | false,
+#    "wake_on": ["ADDED", "MODIFIED", "DELETED"]}
 WAKE_ON_ANY = ("ADDED", "MODIFIED", "DELETED")
 
 
@@ -22,11 +23,14 @@ def watch_target(
     seen: dict[str, str] | None = None,
     label_selector: str | None = None,
     wake_on: tuple[str, ...] = WAKE_ON_ANY,
+    only_seen: bool = False,
 ) -> dict[str, Any]:
     """What to watch (a ``core.k8s.ResourceRef`` in a namespace) and what the task saw of it: the
     resourceVersion of the list it looked at (the watch resumes from there, so nothing that happens
     between the task's look and the trigger's start is missed) and each object's resourceVersion
-    after the task's own writes (so its own patches do not wake it)."""
+    after the task's own writes (so its own patches do not wake it). ``only_seen``: only the objects
+    in ``seen`` are waited on (the others of the kind may change as they like); ``wake_on``: which
+    kinds of change wake the task."""
     return {
         "group": ref.group,
         "version": ref.version,
@@ -35,6 +39,7 @@ def watch_target(
         "label_selector": label_selector or None,
         "resource_version": resource_version or "",
         "seen": dict(seen or {}),
+        "only_seen": bool(only_seen),
         "wake_on": list(wake_on),
     }
 
@@ -51,7 +56,10 @@ def _relevant_event(watch: dict[str, Any], etype: str, obj: dict[str, Any]) -> s
         return None
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
-    if etype != "DELETED" and (watch.get("seen") or {}).get(name) == meta.get("resourceVersion"):
+    seen = watch.get("seen") or {}
+    if watch.get("only_seen") and name not in seen:
+        return None  # not one the task waits on
+    if etype != "DELETED" and seen.get(name) == meta.get("resourceVersion"):
         return None  # the version the task already looked at (its own write, replayed)
     return f"{etype.lower()}: " + "/".join(p for p in (watch["plural"], meta.get("namespace") or watch.get("namespace"), name) if p)
 
@@ -62,7 +70,7 @@ def _relevant_list(watch: dict[str, Any], items: list[dict[str, Any]]) -> str | 
     wake_on = watch.get("wake_on", WAKE_ON_ANY)
     listed = {o["metadata"]["name"]: o["metadata"].get("resourceVersion") for o in items}
     gone = sorted(set(seen) - set(listed)) if "DELETED" in wake_on else []
-    added = sorted(set(listed) - set(seen)) if "ADDED" in wake_on else []
+    added = sorted(set(listed) - set(seen)) if "ADDED" in wake_on and not watch.get("only_seen") else []
     changed = sorted(n for n in set(seen) & set(listed) if seen[n] != listed[n]) if "MODIFIED" in wake_on else []
     for what, names in (("deleted", gone), ("added", added), ("modified", changed)):
         if names:

@@ -226,9 +226,9 @@ class ShardResult:
 
 @dataclass
 class Wait:
-    """What a shard waits on after a look: the workloads of one kind in one namespace, as the look
-    saw them (the resourceVersion of its list, and each object's after the look's own patches),
-    until ``wake_at`` at the latest (None: nothing is due; the caller's longest sleep applies)."""
+    """What a shard waits on after a look: its rollouts in flight, of one kind in one namespace, as
+    the look saw them (the resourceVersion of its list, and each one's after the look's own
+    patches), until ``wake_at`` at the latest (None: nothing is due; the caller's longest sleep)."""
 
     ref: ResourceRef
     namespace: str
@@ -242,7 +242,7 @@ class Wait:
     def watch(self) -> dict[str, Any]:
         from kube_maintenance.core.watches import watch_target
 
-        return watch_target(self.ref, self.namespace, self.resource_version, self.seen, self.label_selector)
+        return watch_target(self.ref, self.namespace, self.resource_version, self.seen, self.label_selector, only_seen=True)
 
 
 class KindRollout:
@@ -374,7 +374,9 @@ class KindRollout:
             if self.kind == rules.DEPLOYMENT:
                 deadline = rules.progress_deadline_at(obj)
                 due.append(deadline + dt.timedelta(seconds=1) if deadline else None)
-        seen = {name: obj["metadata"].get("resourceVersion") or "" for (_, name), obj in objects.items()} | self.written
+        # Only the rollouts in flight can change what the shard does next (progress, a slot freed,
+        # a failure): the trigger wakes it for those alone, as this look left them.
+        seen = {v.name: self.written.get(v.name) or obj["metadata"].get("resourceVersion") or "" for v, obj in rolling}
         why = f"{len(rolling)} {self.kind} rollout(s) in {self.namespace}: " + "; ".join(f"{v.name}: {v.why}" for v, _ in rolling[:5])
         return Wait(self.ref, self.namespace, selector, resource_version, seen, min((d for d in due if d is not None), default=None), why)
 
