@@ -836,7 +836,7 @@ class RolloutRestart(Scenario):
     """Restart every workload of shop, payments and observability (Deployments, the ledger-db
     StatefulSet, the fluent-bit DaemonSet), three rollouts at a time."""
 
-    settings = {"retries": 1, "retry_delay_seconds": 1, "poke_interval_seconds": 1, "wait_per_poke_seconds": 5}
+    settings = {"retries": 1, "retry_delay_seconds": 1, "poke_interval_seconds": 1}
     conf = {"dry_run": False, "namespaces": ["shop", "payments", "observability"], "max_concurrent_rollouts": 3, "rollout_timeout_seconds": 90, "stuck_pod_seconds": 30}
     nodes_out_of_service_budget = 0
 
