@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sandbox.__main__ import airflow_connections
 from sandbox.scenario import World
@@ -45,15 +45,18 @@ class Deployment:
 
 
 def start_deployment(
-    root: Path, world: World, registry: dict[str, Any], dag_ids: Iterable[str], *, executor: str = "CeleryExecutor", username: str = "admin", timeout: float = 240
+    root: Path, world: World, registry: dict[str, Any], dag_ids: Iterable[str], *, executor: str = "CeleryExecutor", username: str = "admin", timeout: float = 240,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Deployment:
     """Start PostgreSQL (and Redis for CeleryExecutor), then Airflow on them; wait until ``dag_ids`` are
-    parsed and unpause them. On failure, print the logs, stop what started and raise."""
+    parsed and unpause them. On failure, print the logs, stop what started and raise. ``extra_env``:
+    more environment for every Airflow process (e.g. the connections of the alerts' receivers)."""
     root.mkdir(parents=True, exist_ok=True)
     registry_path = root / "clusters.json"
     registry_path.write_text(json.dumps(registry, indent=2))
     env = {"KUBE_MAINTENANCE_REGISTRY": str(registry_path)}
     env.update({var: json.dumps(conn) for var, conn in airflow_connections(world).items()})
+    env.update(extra_env or {})
     services: list[Any] = []
     postgres = PostgresServer()
     redis = RedisServer() if executor == "CeleryExecutor" else None

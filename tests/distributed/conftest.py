@@ -7,7 +7,10 @@
   small registry and the sandbox's connections (``tests/airflow_stack``, shared with the browser tests).
 
 The registry names the staging cluster twice: as ``staging`` and as ``staging_approval``, the same
-cluster through the same connections but marked ``requires_approval`` (test_approval.py).
+cluster through the same connections but marked ``requires_approval`` (test_approval.py); and a
+third time as ``staging_overrun``, whose maintenance window lasts one minute (test_alerts.py). Its
+failure alerts (every cluster's) go to a local SMTP server and HTTP receiver started first
+(``alert_receivers``), reached through the connections ``smtp_alerts`` and ``http_alerts``.
 The fixtures are package-wide: every module of this directory runs on the one stack, which stops
 after the last of them (before the browser tests start theirs).
 """
@@ -28,6 +31,7 @@ for _extra in (REPO / "tests", REPO / "tests" / "integration"):
 from airflow_stack.deployment import Deployment, start_deployment  # noqa: E402
 from airflow_stack.ordering import order_stack_tests_last  # noqa: E402
 from airflow_stack.sandbox_stack import DAG_IDS, USERNAME, Staging, browser_registry  # noqa: E402
+from alert_receivers import Receivers, with_alerts  # noqa: E402
 from harness import fast_world_config  # noqa: E402
 
 from sandbox.scenario import World, start_world  # noqa: E402
@@ -35,6 +39,8 @@ from sandbox.scenario import World, start_world  # noqa: E402
 
 APPROVAL_CLUSTER = "staging_approval"
 APPROVAL_DAG_IDS = tuple(f"{op}__{APPROVAL_CLUSTER}" for op in ("node_replacement", "cronjob_refresh", "rollout_restart"))
+OVERRUN_CLUSTER = "staging_overrun"
+OVERRUN_DAG_IDS = tuple(f"{op}__{OVERRUN_CLUSTER}" for op in ("node_replacement", "rollout_restart"))
 
 
 def distributed_registry(world: World) -> dict[str, Any]:
@@ -42,7 +48,24 @@ def distributed_registry(world: World) -> dict[str, Any]:
     registry = browser_registry(world)
     (staging,) = registry["clusters"]
     registry["clusters"].append({**copy.deepcopy(staging), "name": APPROVAL_CLUSTER, "requires_approval": True})
-    return registry
+    # A window of one minute a day: a run lasting longer outlasts it (the deadline alert's interval).
+    one_minute = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "duration_minutes": 1}
+    registry["clusters"].append({**copy.deepcopy(staging), "name": OVERRUN_CLUSTER, "maintenance_window": one_minute})
+    return with_alerts(registry)
+
+
+@pytest.fixture(scope="package")
+def overrun_cluster() -> str:
+    return OVERRUN_CLUSTER
+
+
+@pytest.fixture(scope="package")
+def alert_receivers() -> Iterator[Receivers]:
+    receivers = Receivers.start()
+    try:
+        yield receivers
+    finally:
+        receivers.stop()
 
 
 @pytest.fixture(scope="package")
@@ -70,9 +93,10 @@ def staging(world: World) -> Staging:
 
 
 @pytest.fixture(scope="package")
-def deployment(distributed_tmp: Path, world: World) -> Iterator[Deployment]:
+def deployment(distributed_tmp: Path, world: World, alert_receivers: Receivers) -> Iterator[Deployment]:
     stack = start_deployment(
-        distributed_tmp / "stack", world, distributed_registry(world), (*DAG_IDS, *APPROVAL_DAG_IDS), executor="CeleryExecutor", username=USERNAME
+        distributed_tmp / "stack", world, distributed_registry(world), (*DAG_IDS, *APPROVAL_DAG_IDS, *OVERRUN_DAG_IDS), executor="CeleryExecutor", username=USERNAME,
+        extra_env=alert_receivers.connections(),
     )
     try:
         yield stack
