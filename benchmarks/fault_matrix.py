@@ -1,22 +1,23 @@
 """Fault matrix: each DAG under each injected fault, judged from the cluster and AWS, not the DAG.
 
 Every cell is one real run of a DAG (``dag.test``, as tests/integration/harness.py's DagRunner runs
-it) against a fresh sandbox world (one cluster, moto behind an AWS fault proxy), in its own process
-with a wall-clock bound. While the DAG runs, the fault is on: Kubernetes API 500s or 429s (with
+it) against a fresh sandbox world (one cluster, moto behind an AWS fault proxy), in a worker process
+that is killed if the cell outlasts its wall-clock bound. While the DAG runs, the fault is on: Kubernetes API 500s or 429s (with
 Retry-After) on any request at a rate, latency on every request, watches cut, an eviction a PDB
 blocks for ever, a replacement node that never becomes Ready, a kubelet that dies mid-drain, EC2 and
 Auto Scaling errors or throttling at a rate (``sandbox/aws_faults.py``). Then the faults stop and the
 cell reads the end state:
 
-- **converged**: the intended end state is reached (node replaced, stale Jobs gone and one fresh Job
-  each, every workload restarted and rolled out) and nothing below is broken;
+- **converged**: the intended end state is reached (node replaced, stale Jobs gone and a Job on the
+  current image for each CronJob, every workload restarted and rolled out) and nothing below is broken;
 - **failed safely**: not converged, the run failed with a reason (its first task error), and nothing
   below is broken;
-- **unsafe**: any of: a node left cordoned, an instance terminated twice (two termination requests
-  that took effect) or one outside the plan, a group's desired capacity changed, an Auto Scaling
-  process left suspended, a PDB below its minimum or more nodes out of service than the batch
-  (the sandbox's invariants monitor), a lock renewed after the run or held with no expiry, a Job
-  created twice or one not stale deleted, a workload restarted twice or outside the chosen
+- **unsafe**: any of: a node left cordoned (or kept off the cluster autoscaler), an instance the DAG
+  asked AWS to terminate twice (its SDK's retries of one call count once) or one outside the plan, a
+  group's desired capacity changed, an Auto Scaling process or the run's tag left on a group, a PDB
+  below its minimum or more nodes out of service than the batch (the sandbox's invariants monitor),
+  a lock renewed after the run or held with no expiry, a Job created twice (or beside one already
+  on the current image) or one not stale deleted, a workload restarted twice or outside the chosen
   namespaces, a write in a protected namespace, or a run that said success without the end state;
 - **timeout**: the cell did not finish within its bound (killed; counted as a failure of the matrix);
 - **error**: the cell itself broke (counted as a failure of the matrix).
@@ -25,13 +26,14 @@ Retries: task tries beyond the first, the Kubernetes client's own retries (its "
 lines) and botocore's (requests the AWS proxy saw with attempt > 1).
 
 Prints a table (DAG x fault x rate -> outcome, reason, retries, wall time); exits 1 if a cell is
-unsafe, timed out or broke.
-    .venv/bin/python benchmarks/fault_matrix.py [--reduced] [--dag NAME ...] [--fault NAME ...] [--jobs 2]
+unsafe, timed out or broke. ``--self-check`` adds one run per DAG whose end state is sabotaged after
+the run: each must be judged unsafe (else exit 1), so a green matrix comes from a judge that can fail.
+    .venv/bin/python benchmarks/fault_matrix.py [--reduced] [--dag NAME ...] [--fault NAME ...]
+        [--jobs 3] [--bound SECONDS] [--self-check] [--keep] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
