@@ -130,6 +130,16 @@ def test_each_way_in_reaches_its_cluster_with_its_own_configuration(form: str, w
 
 
 @pytest.mark.parametrize("form", WAYS_IN)
+def test_each_way_in_keeps_a_connection_for_every_eviction_thread(form: str, ways_in: World) -> None:
+    # The client's default pool (five per CPU) is smaller than the drain's threads on a small
+    # worker: urllib3 would then discard a connection after each extra concurrent request.
+    from kube_maintenance.node_replacement.node_ops import EVICTION_WORKERS
+
+    kube = KubeClient.for_cluster(registry_entry(ways_in, form))
+    assert kube.api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] > EVICTION_WORKERS
+
+
+@pytest.mark.parametrize("form", WAYS_IN)
 def test_a_dag_run_works_through_each_way_in(form: str, ways_in: World, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     runner = DagRunner(ways_in, tmp_path, monkeypatch, capfd)
     registry = registry_for(ways_in)

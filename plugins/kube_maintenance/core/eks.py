@@ -110,7 +110,10 @@ def eks_configuration(endpoint: EksEndpoint, tokens: EksTokenSource, ca_file: st
     """A kubernetes client Configuration of its own (never the global default) for an EKS endpoint."""
     from kubernetes import client as k8s_client
 
+    from kube_maintenance.core.k8s import CONNECTION_POOL_SIZE
+
     configuration = k8s_client.Configuration()
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     configuration.host = endpoint.endpoint.rstrip("/")
     if ca_file:
         configuration.ssl_ca_cert = ca_file
