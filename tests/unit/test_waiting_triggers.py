@@ -187,6 +187,30 @@ def test_a_compacted_resource_version_lists_again_and_compares_with_what_the_tas
     assert first_relevant_change(kube, watch, FAR) == "modified since the task looked: deployments web"
 
 
+def test_a_rollout_progressing_does_not_wake_the_shard_its_settling_does(cluster: SandboxCluster, kube: KubeClient) -> None:
+    """Each wake costs a worker slot for a look: the rollout trigger wakes the shard only when one of
+    its rollouts settles (done, or failed), as kubectl rollout status would stop waiting on it."""
+    from sandbox.config import NEVER_READY_ANNOTATION
+
+    store = cluster.store
+    watch = rollout_watch(kube)
+    relevant = RolloutProgressTrigger("api", [watch], moment(FAR), {}).relevant(watch)
+    before = store.get(DEPLOYMENTS, "shop", "web")["metadata"]["resourceVersion"]
+
+    def template(**annotations: str) -> Any:
+        return lambda: store.mutate(DEPLOYMENTS, "shop", "web", lambda d: d["spec"]["template"]["metadata"].setdefault("annotations", {}).update(annotations))
+
+    # A new template whose pods never become Ready: the Deployment rolls (its status changes), never settles.
+    threading.Thread(target=once_watching(cluster, DEPLOYMENTS, template(**{NEVER_READY_ANNOTATION: "true"})), daemon=True).start()
+    assert first_relevant_change(kube, watch, 2, relevant) is None
+    assert cluster.wait_for(lambda: store.get(DEPLOYMENTS, "shop", "web")["metadata"]["resourceVersion"] != before, timeout=5), "it changed meanwhile"
+    assert not rules.rollout_settled(store.get(DEPLOYMENTS, "shop", "web"), rules.DEPLOYMENT)
+    # The template fixed: the rollout completes, and that wakes the shard.
+    threading.Thread(target=once_watching(cluster, DEPLOYMENTS, template(**{NEVER_READY_ANNOTATION: "false"})), daemon=True).start()
+    assert first_relevant_change(kube, watch, FAR, relevant) == "modified: deployments/shop/web"
+    assert rules.rollout_settled(store.get(DEPLOYMENTS, "shop", "web"), rules.DEPLOYMENT)
+
+
 def test_the_pods_of_deleted_jobs_wake_the_wait_only_by_going(cluster: SandboxCluster, kube: KubeClient) -> None:
     store = cluster.store
     for name in ("export-1-a", "export-1-b"):

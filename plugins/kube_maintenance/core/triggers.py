@@ -55,7 +55,8 @@ class ListThenWatchTrigger(BaseTrigger):
     The cluster is reached as the tasks reach it (the registry's entry for ``cluster_name``); each
     watch blocks in a thread of its own pool, off the triggerer's event loop, for at most the time
     left. Any error just ends the wait early: the task looks at the cluster again anyway. The
-    trigger judges nothing: the task decides what a change means.
+    trigger decides nothing: the task, resumed, looks and decides; a subclass may only say which
+    changes are worth waking it for (``relevant``), as each wake costs a worker slot for a look.
     """
 
     def __init__(self, cluster_name: str, watches: list[dict[str, Any]], moment: str, state: dict[str, Any]) -> None:
@@ -78,6 +79,11 @@ class ListThenWatchTrigger(BaseTrigger):
 
     def __hash__(self) -> int:
         return hash((type(self).__qualname__, self.cluster_name, self.moment))
+
+    def relevant(self, watch: dict[str, Any]) -> Any:
+        """Which changes of ``watch``'s objects wake the task, beyond their having changed at all:
+        a predicate on the object as changed, or None (any change). Deletions always count."""
+        return None
 
     def describe(self) -> str:
         from kube_maintenance.core.watches import describe_watch
@@ -109,7 +115,7 @@ class ListThenWatchTrigger(BaseTrigger):
 
         kube = await sync_to_async(self._client)()
         loop = asyncio.get_running_loop()
-        pending = {loop.run_in_executor(_watch_threads(), first_relevant_change, kube, watch, seconds) for watch in self.watches}
+        pending = {loop.run_in_executor(_watch_threads(), first_relevant_change, kube, watch, seconds, self.relevant(watch)) for watch in self.watches}
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for future in done:

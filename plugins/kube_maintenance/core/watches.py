@@ -5,7 +5,10 @@ process.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
+
+# Which changes of an object matter to the waiting task, beyond its having changed at all (None: any).
+Relevant = Callable[[dict[str, Any]], bool]
 
 # What a deferred task waits on, as plain data (it travels in the trigger's kwargs): one kind of
 # object in one namespace, and what the task saw of it when it last looked.
@@ -50,7 +53,7 @@ def describe_watch(watch: dict[str, Any]) -> str:
     return f"{watch['plural']}{where}{selector}"
 
 
-def _relevant_event(watch: dict[str, Any], etype: str, obj: dict[str, Any]) -> str | None:
+def _relevant_event(watch: dict[str, Any], etype: str, obj: dict[str, Any], relevant: Relevant | None = None) -> str | None:
     """What a watch event changed that the task has not seen (None: nothing it waits on)."""
     if etype not in watch.get("wake_on", WAKE_ON_ANY):
         return None
@@ -61,28 +64,32 @@ def _relevant_event(watch: dict[str, Any], etype: str, obj: dict[str, Any]) -> s
         return None  # not one the task waits on
     if etype != "DELETED" and seen.get(name) == meta.get("resourceVersion"):
         return None  # the version the task already looked at (its own write, replayed)
+    if etype != "DELETED" and relevant is not None and not relevant(obj):
+        return None  # a change, but none the task would act on
     return f"{etype.lower()}: " + "/".join(p for p in (watch["plural"], meta.get("namespace") or watch.get("namespace"), name) if p)
 
 
-def _relevant_list(watch: dict[str, Any], items: list[dict[str, Any]]) -> str | None:
+def _relevant_list(watch: dict[str, Any], items: list[dict[str, Any]], relevant: Relevant | None = None) -> str | None:
     """What a fresh list shows that differs from what the task saw (None: nothing)."""
     seen = watch.get("seen") or {}
     wake_on = watch.get("wake_on", WAKE_ON_ANY)
+    by_name = {o["metadata"]["name"]: o for o in items if relevant is None or relevant(o)}
     listed = {o["metadata"]["name"]: o["metadata"].get("resourceVersion") for o in items}
     gone = sorted(set(seen) - set(listed)) if "DELETED" in wake_on else []
-    added = sorted(set(listed) - set(seen)) if "ADDED" in wake_on and not watch.get("only_seen") else []
-    changed = sorted(n for n in set(seen) & set(listed) if seen[n] != listed[n]) if "MODIFIED" in wake_on else []
+    added = sorted(set(by_name) - set(seen)) if "ADDED" in wake_on and not watch.get("only_seen") else []
+    changed = sorted(n for n in set(seen) & set(by_name) if seen[n] != listed[n]) if "MODIFIED" in wake_on else []
     for what, names in (("deleted", gone), ("added", added), ("modified", changed)):
         if names:
             return f"{what} since the task looked: {watch['plural']} {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
     return None
 
 
-def first_relevant_change(kube: Any, watch: dict[str, Any], seconds: float) -> str | None:
+def first_relevant_change(kube: Any, watch: dict[str, Any], seconds: float, relevant: Relevant | None = None) -> str | None:
     """Blocking: follow ``watch`` (a ``watch_target``) for at most ``seconds``; what changed first,
     or None when the time ran out. A watch without a resourceVersion, or whose resourceVersion is
     too old (410 Gone, e.g. after a triggerer restart), lists first and compares what it finds with
-    what the task saw, then watches from that list's resourceVersion. Any other error is raised: the
+    what the task saw, then watches from that list's resourceVersion. ``relevant``: a change (not a
+    deletion) counts only when the object, as changed, passes it. Any other error is raised: the
     caller ends the wait early and the task looks for itself."""
     import time
 
@@ -95,7 +102,7 @@ def first_relevant_change(kube: Any, watch: dict[str, Any], seconds: float) -> s
     while True:
         if not rv:
             items, rv = kube.list(ref, namespace, label_selector=selector)
-            if (what := _relevant_list(watch, items)) is not None:
+            if (what := _relevant_list(watch, items, relevant)) is not None:
                 return what
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -109,7 +116,7 @@ def first_relevant_change(kube: Any, watch: dict[str, Any], seconds: float) -> s
                         break
                     raise RuntimeError(f"watch on {describe_watch(watch)}: {obj.get('message') or obj}")
                 rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                if etype != "BOOKMARK" and (what := _relevant_event(watch, str(etype), obj)) is not None:
+                if etype != "BOOKMARK" and (what := _relevant_event(watch, str(etype), obj, relevant)) is not None:
                     return what
                 if time.monotonic() >= deadline:
                     return None

@@ -62,7 +62,7 @@ _DOCS = {
         "One shard of namespaces, restarted longest ago first: restarts its workloads as `kubectl rollout restart` does (a `restartedAt` annotation on the pod template), "
         "at most the set number rolling at once, and waits until each rollout completed as `kubectl rollout status` judges it (once: the workload is marked "
         "`kube-maintenance.io/rolled-out`). While its rollouts roll it is **deferred** to the triggerer (no worker slot held), which watches the workloads and "
-        "wakes it at their first change, or when a rollout's timeout, a progress deadline or a new pod's stuck limit is due. "
+        "wakes it as soon as one of them is done or failed, or when a rollout's timeout, a progress deadline or a new pod's stuck limit is due. "
         "Fails fast, naming the workload, when a rollout fails, and tells the other shards (on the cluster's Lease) to start no more restarts."
     ),
 }

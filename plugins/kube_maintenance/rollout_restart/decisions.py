@@ -314,6 +314,15 @@ def _statefulset_status(sts: Obj) -> RolloutStatus:
     return RolloutStatus(f"statefulset rolling update complete {_int(status, 'currentReplicas')} pods at revision {status.get('currentRevision', '')}...\n", True)
 
 
+def rollout_settled(obj: Obj, kind: str) -> bool:
+    """Whether ``kubectl rollout status`` would now stop waiting on the workload: its rollout is done
+    or failed (a progress deadline exceeded). Only such a change can change what a waiting restart
+    shard does next (start the next restart, mark it rolled out, fail): its trigger wakes it for
+    those alone, and the shard judges for itself when it looks."""
+    status = rollout_status(obj, kind)
+    return status.done or status.error is not None
+
+
 # -------------------------------------------------------------------------------------------- verdicts
 class Verdict(str, Enum):
     SKIP = "skip"  # paused / OnDelete: reported, never patched

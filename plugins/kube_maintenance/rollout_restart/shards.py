@@ -4,8 +4,10 @@ Each look (``tasks.restart``) runs in a worker and returns quickly: it reads the
 what may start now (at most the shard's share of ``max_concurrent_rollouts`` rolling), judges each
 rollout as ``kubectl rollout status`` does and marks the ones seen complete. While something it
 restarted is still rolling, the task defers to the triggerer, holding no worker slot, with a
-``RolloutProgressTrigger`` that watches those workloads (list then watch) and resumes the task at
-the first change, or at the next time it must look anyway: a rollout's timeout, a Deployment's
+``RolloutProgressTrigger`` that watches those workloads (list then watch) and resumes the task as
+soon as one of them settles (done, or failed: what ``kubectl rollout status`` stops waiting on; a
+rollout merely progressing wakes nothing, since each wake costs a worker slot for a look that would
+decide nothing), or at the next time it must look anyway: a rollout's timeout, a Deployment's
 progress deadline, a StatefulSet's or DaemonSet's new pod turning stuck, at the latest
 ``poke_interval_seconds`` (which also keeps the cluster's lock renewed). Where the shard stands (its
 namespace and kind, the generations its patches produced, when it began) travels in the trigger's

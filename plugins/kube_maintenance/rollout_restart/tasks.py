@@ -237,6 +237,11 @@ class Wait:
     seen: dict[str, str]
     wake_at: dt.datetime | None
     why: str
+    kind: str = rules.DEPLOYMENT
+
+    def relevant(self, obj: dict[str, Any]) -> bool:
+        """As the trigger has it: only a rollout settling (or going) wakes the shard."""
+        return rules.rollout_settled(obj, self.kind)
 
     @property
     def watch(self) -> dict[str, Any]:
@@ -378,7 +383,7 @@ class KindRollout:
         # a failure): the trigger wakes it for those alone, as this look left them.
         seen = {v.name: self.written.get(v.name) or obj["metadata"].get("resourceVersion") or "" for v, obj in rolling}
         why = f"{len(rolling)} {self.kind} rollout(s) in {self.namespace}: " + "; ".join(f"{v.name}: {v.why}" for v, _ in rolling[:5])
-        return Wait(self.ref, self.namespace, selector, resource_version, seen, min((d for d in due if d is not None), default=None), why)
+        return Wait(self.ref, self.namespace, selector, resource_version, seen, min((d for d in due if d is not None), default=None), why, self.kind)
 
     def _check_stuck_pods(self, objects: Mapping[tuple[str, str], dict[str, Any]], now: dt.datetime) -> dt.datetime | None:
         """Fail (RolloutFailed) a StatefulSet or DaemonSet whose new pod is not Ready
@@ -478,7 +483,7 @@ def roll_shard(
         if wait.wake_at is not None:
             remaining = min(remaining, max(0.0, (wait.wake_at - _now()).total_seconds()))
         try:
-            first_relevant_change(kube, wait.watch, remaining)
+            first_relevant_change(kube, wait.watch, remaining, wait.relevant)
         except Exception as exc:  # noqa: BLE001 - as in the triggerer: a wait cut short just looks again
             log.info("watching %s ended early: %s", wait.why, exc)
 

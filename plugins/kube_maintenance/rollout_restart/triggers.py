@@ -5,7 +5,12 @@ rolling: on those rollouts, of one kind in one namespace (namespaces go one afte
 each the kinds in order, so that is all a shard ever has in flight). Their status is what
 ``kubectl rollout status`` judges, so any change to one of them may be a rollout progressing,
 completing (a slot for the next restart) or failing (a progress deadline): the shard looks again.
-Changes to the kind's other workloads (done, skipped, or waiting for a slot) do not wake it.
+Changes to the kind's other workloads (done, skipped, or waiting for a slot) do not wake it, nor
+does a rollout progressing without settling (each wake costs a worker slot for a look that would
+decide nothing): it wakes when one of its rollouts is done or failed, as ``kubectl rollout status``
+would stop waiting on it, or goes. What is time-bound (a rollout's timeout, a StatefulSet's or
+DaemonSet's new pod turning stuck, a progress deadline the controller has not reported yet) is the
+trigger's deadline.
 """
 from __future__ import annotations
 
@@ -22,6 +27,14 @@ class RolloutProgressTrigger(ListThenWatchTrigger):
     look anyway (a rollout's timeout,
     a Deployment's progress deadline, a StatefulSet's or DaemonSet's new pod turning stuck, the
     longest sleep between looks)."""
+
+    def relevant(self, watch: dict[str, Any]) -> Any:
+        """A rollout in flight progressing wakes nothing; one settling (done, or failed on its
+        progress deadline) does, as does one deleted: only those change what the shard does next."""
+        from kube_maintenance.rollout_restart.decisions import KINDS, rollout_settled
+
+        kind = next((k for k in KINDS if f"{k.lower()}s" == watch.get("plural")), None)
+        return None if kind is None else (lambda obj: rollout_settled(obj, kind))
 
     @classmethod
     def for_workloads(
