@@ -238,14 +238,22 @@ def test_the_rollout_trigger_wakes_the_shard_at_its_workloads_first_change(clust
     assert payload == {"state": STATE, "woke": "change", "why": "modified: deployments/shop/web"}
 
 
-def test_a_watch_error_ends_the_wait_early_and_the_task_looks_again(cluster: SandboxCluster, kube: KubeClient) -> None:
+def test_a_watch_error_ends_the_wait_early_after_a_back_off_and_the_task_looks_again(cluster: SandboxCluster, kube: KubeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A lasting error (here a watch the role does not grant) must not wake the task in a loop:
+    # the trigger waits out the back-off first (never past its deadline).
+    from kube_maintenance.core import triggers as core_triggers
+
+    monkeypatch.setattr(core_triggers, "ERROR_BACKOFF_SECONDS", 0.5)
     watch = rollout_watch(kube)
     cluster.faults.configure({"errors": [{"code": 403, "verb": "watch", "resource": "deployments"}]})
+    started = dt.datetime.now(dt.timezone.utc)
     try:
-        payload, _ = first_event(round_trip(RolloutProgressTrigger("api", [watch], moment(FAR), STATE)))
+        trigger = round_trip(RolloutProgressTrigger("api", [watch], moment(FAR), STATE))
+        payload, at = first_event(trigger)
     finally:
         cluster.faults.clear()
     assert payload["woke"] == "error" and "403" in payload["why"] and payload["state"] == STATE
+    assert started + dt.timedelta(seconds=0.5) <= at < dt.datetime.fromisoformat(trigger.moment), "woke after the back-off, before the deadline"
 
 
 # ----------------------------------------------------------------------------------------- operators
@@ -334,3 +342,35 @@ def test_a_progress_deadline_is_due_at_the_progressing_conditions_last_update_pl
     assert rules.progress_deadline_at(deployment(None)) is None
     assert rules.progress_deadline_at(deployment(2**31 - 1)) is None, "MaxInt32: no deadline"
     assert rules.progress_deadline_at(deployment(600, reason="ProgressDeadlineExceeded")) is None, "already past: judged failed"
+
+
+# ------------------------------------------------------------------------------------------ the DAGs
+def test_the_dags_wait_deferrably_with_the_registrys_longest_sleep_and_the_retired_setting_is_accepted() -> None:
+    """The restart shards and each group's wait for the pods of deleted Jobs are deferrable operators,
+    not sensors: no task of either DAG reschedules. ``poke_interval_seconds`` is their longest sleep
+    between looks; ``wait_per_poke_seconds`` (how long a rollout poke watched in a worker) still
+    loads, and means nothing any more."""
+    from airflow.sdk.bases.sensor import BaseSensorOperator
+
+    from kube_maintenance.core.registry import parse_registry
+    from kube_maintenance.cronjob_refresh.dag import cronjob_refresh_dag
+    from kube_maintenance.cronjob_refresh.pods_gone import WaitForPodsGoneOperator
+    from kube_maintenance.rollout_restart.dag import rollout_restart_dag
+    from kube_maintenance.rollout_restart.shards import RestartShardOperator
+
+    operations = {"rollout_restart": {"poke_interval_seconds": 7, "wait_per_poke_seconds": 60}, "cronjob_refresh": {"poke_interval_seconds": 9}}
+    entry = {
+        "name": "production", "kubernetes_conn_id": "k8s_production", "aws_conn_id": "aws_production", "region": "us-east-1", "timezone": "UTC",
+        "maintenance_window": {"start": "02:00", "duration_minutes": 180}, "operations": operations,
+    }
+    cluster = parse_registry({"version": 1, "clusters": [entry]}).clusters[0]
+    rollout, cronjob = rollout_restart_dag(cluster), cronjob_refresh_dag(cluster)
+    restart, wait = rollout.get_task("restart"), cronjob.get_task("refresh.wait_for_pods_gone")
+    assert restart.operator_class is RestartShardOperator and restart.partial_kwargs["poke_interval"] == 7
+    # (in the mapped task group, expanded with the group when the run's plan is known)
+    assert isinstance(wait, WaitForPodsGoneOperator) and wait.poke_interval == 9
+    for dag in (rollout, cronjob):
+        for task in dag.tasks:
+            cls = getattr(task, "operator_class", type(task))
+            assert not (isinstance(cls, type) and issubclass(cls, BaseSensorOperator)), f"{dag.dag_id}.{task.task_id} is a sensor"
+            assert getattr(task, "partial_kwargs", {}).get("mode") != "reschedule" and getattr(task, "mode", None) != "reschedule"
