@@ -374,3 +374,42 @@ def test_the_dags_wait_deferrably_with_the_registrys_longest_sleep_and_the_retir
             cls = getattr(task, "operator_class", type(task))
             assert not (isinstance(cls, type) and issubclass(cls, BaseSensorOperator)), f"{dag.dag_id}.{task.task_id} is a sensor"
             assert getattr(task, "partial_kwargs", {}).get("mode") != "reschedule" and getattr(task, "mode", None) != "reschedule"
+
+
+def test_a_look_at_rolling_deployments_names_them_and_when_to_look_again_at_the_latest() -> None:
+    """The look's wait: the rollouts in flight alone (as seen after its own patches), and the
+    earliest future time one of them must be looked at: its progress deadline, else its timeout. A
+    progress deadline already past that the controller has not reported yet is no reason to wake
+    at once (the longest sleep applies), so looks never spin."""
+    from kube_maintenance.core.audit import AuditTrail
+    from kube_maintenance.rollout_restart.tasks import KindRollout, ShardResult
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    since = now - dt.timedelta(seconds=60)
+
+    def deployment(name: str, progressed: dt.datetime, done: bool = False) -> dict[str, Any]:
+        status = {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1 if not done else 2, "availableReplicas": 1 if not done else 2,
+                  "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "lastUpdateTime": progressed.strftime("%Y-%m-%dT%H:%M:%SZ")}]}
+        template = {"metadata": {"annotations": {rules.RESTARTED_AT_ANNOTATION: (since + dt.timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")}}}
+        return {"metadata": {"name": name, "namespace": "shop", "generation": 2, "resourceVersion": f"rv-{name}", "uid": f"u-{name}"},
+                "spec": {"replicas": 2, "progressDeadlineSeconds": 600, "template": template}, "status": status}
+
+    class Lister:
+        def __init__(self, items: list[dict[str, Any]]) -> None:
+            self.items = items
+
+        def list(self, ref: Any, namespace: str, label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+            return self.items, "4242"
+
+    params = rules.RolloutRestartParams.from_mapping({"namespaces": ["shop"], "rollout_timeout_seconds": 900, "dry_run": False})
+    lagging = deployment("lagging", progressed=now - dt.timedelta(seconds=700))  # past its deadline, not reported
+    rolling = deployment("rolling", progressed=now - dt.timedelta(seconds=100))
+    settled = deployment("settled", progressed=now, done=True)
+    settled["metadata"]["annotations"] = {rules.ROLLED_OUT_ANNOTATION: settled["spec"]["template"]["metadata"]["annotations"][rules.RESTARTED_AT_ANNOTATION]}
+
+    wait = KindRollout(Lister([lagging, settled]), AuditTrail("test"), params, since, "shop", rules.DEPLOYMENT, 2, ShardResult()).look()  # type: ignore[arg-type]
+    assert wait is not None and wait.seen == {"lagging": "rv-lagging"} and wait.resource_version == "4242"
+    assert wait.wake_at == since + dt.timedelta(seconds=10 + 900 + 1), "its timeout, not its past progress deadline"
+    wait = KindRollout(Lister([lagging, rolling, settled]), AuditTrail("test"), params, since, "shop", rules.DEPLOYMENT, 2, ShardResult()).look()  # type: ignore[arg-type]
+    assert wait is not None and set(wait.seen) == {"lagging", "rolling"}
+    assert wait.wake_at == now - dt.timedelta(seconds=100) + dt.timedelta(seconds=600 + 1), "the earliest future time: rolling's progress deadline"

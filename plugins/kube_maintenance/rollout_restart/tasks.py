@@ -383,7 +383,10 @@ class KindRollout:
         # a failure): the trigger wakes it for those alone, as this look left them.
         seen = {v.name: self.written.get(v.name) or obj["metadata"].get("resourceVersion") or "" for v, obj in rolling}
         why = f"{len(rolling)} {self.kind} rollout(s) in {self.namespace}: " + "; ".join(f"{v.name}: {v.why}" for v, _ in rolling[:5])
-        return Wait(self.ref, self.namespace, selector, resource_version, seen, min((d for d in due if d is not None), default=None), why, self.kind)
+        # (A time already past is nothing to wake for: a progress deadline the controller has not
+        # reported yet is left to the next look, at the longest sleep at the latest.)
+        wake_at = min((d for d in due if d is not None and d > now), default=None)
+        return Wait(self.ref, self.namespace, selector, resource_version, seen, wake_at, why, self.kind)
 
     def _check_stuck_pods(self, objects: Mapping[tuple[str, str], dict[str, Any]], now: dt.datetime) -> dt.datetime | None:
         """Fail (RolloutFailed) a StatefulSet or DaemonSet whose new pod is not Ready
