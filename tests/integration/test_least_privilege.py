@@ -344,6 +344,14 @@ def run_the_three_dags(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyP
     batch_node = sorted(n["metadata"]["name"] for n in store.iter(NODES) if n["metadata"]["labels"].get("workload-type") == "batch")[0]
     run("node_replacement", {**AS_RUNBOOK, "dry_run": False, "surge": True, "node_names": [batch_node], "batch_size": 1}, state="failed")
     assert "surge-cancel" in done["node_replacement"]
+    # - a drain a budget refuses waits on that budget (watch poddisruptionbudgets: it wakes when the
+    #   budget allows again) and gives up at its timeout; the cleanup uncordons the node.
+    from test_node_replacement import block_a_pdb
+
+    victim = block_a_pdb(world)
+    run("node_replacement", {**AS_RUNBOOK, "dry_run": False, "node_names": [victim], "drain_timeout_seconds": 20}, state="failed")
+    cluster.faults.clear()
+    assert not store.get(NODES, None, victim)["spec"].get("unschedulable"), "the node is uncordoned again"
 
     # A watch is logged when it ends: end those still open (the runs are over), then attribute each
     # request to the run during which it was sent.

@@ -167,13 +167,17 @@ def test_a_deadline_already_past_fires_at_once_without_a_request(cluster: Sandbo
     assert payload["woken_by"]["changes"] == [] and cluster.requests.since(seq) == []
 
 
-def test_a_watch_error_ends_the_wait_early(cluster: SandboxCluster) -> None:
+def test_a_watch_error_ends_the_wait_early_after_a_back_off(cluster: SandboxCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_maintenance.core import triggers as core_triggers
+
+    monkeypatch.setattr(core_triggers, "ERROR_BACKOFF_SECONDS", 0.5)
     cluster.faults.configure({"errors": [{"code": 410, "verb": "watch", "resource": "nodes"}]})
     trigger = NodesChangeTrigger("api", moment(FAR), {"step": 1}, seen=nodes_seen(nodes_now(cluster)))
+    started = dt.datetime.now(dt.timezone.utc)
 
     payload, at = first_event(trigger)
 
-    assert at < dt.datetime.fromisoformat(trigger.moment)
+    assert started + dt.timedelta(seconds=0.5) <= at < dt.datetime.fromisoformat(trigger.moment), "woke after the back-off, before the deadline"
     assert payload["woken_by"]["changes"] == []
     assert "410" in payload["woken_by"]["error"], payload
 

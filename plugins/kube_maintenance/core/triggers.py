@@ -10,6 +10,18 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 log = logging.getLogger("kube_maintenance")
 
+# After a watch fails, a trigger still waits this long (or to its deadline, if sooner) before it
+# wakes the task. An error that lasts (a watch the role does not grant, an API server down) would
+# otherwise wake the task, which looks, defers and fails again at once: a loop that takes a worker
+# slot each turn and floods the logs. A 410 Gone costs at most this much delay before the relist.
+ERROR_BACKOFF_SECONDS = 10.0
+
+
+async def back_off_after_error(deadline: dt.datetime) -> None:
+    """Sleep ``ERROR_BACKOFF_SECONDS``, never past ``deadline``."""
+    remaining = (deadline - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    await asyncio.sleep(max(0.0, min(ERROR_BACKOFF_SECONDS, remaining)))
+
 
 class PokeLaterTrigger(BaseTrigger):
     """Fires at ``moment`` (an absolute time, so a triggerer restart does not push it back) with the
@@ -105,6 +117,7 @@ class ListThenWatchTrigger(BaseTrigger):
             except Exception as exc:  # noqa: BLE001 - a wait cut short is harmless: the task looks again
                 woke, why = "error", f"{type(exc).__name__}: {exc}"
                 log.warning("%s on %s: watching %s ended early: %s", type(self).__name__, self.cluster_name, self.describe(), why)
+                await back_off_after_error(deadline)
         log.info("%s on %s: woke by %s (%s)", type(self).__name__, self.cluster_name, woke, why)
         yield TriggerEvent({"state": self.state, "woke": woke, "why": why})
 

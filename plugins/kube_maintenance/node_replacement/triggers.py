@@ -13,6 +13,8 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from kube_maintenance.core.triggers import back_off_after_error
+
 log = logging.getLogger("kube_maintenance.node_replacement")
 
 
@@ -64,6 +66,7 @@ class PodsOnNodesChangeTrigger(BaseTrigger):
             except Exception as exc:  # noqa: BLE001 - a wait cut short is harmless: the task looks again
                 log.warning("watching the pods of %s ended early: %s", ", ".join(self.nodes), exc)
                 woken_by["error"] = f"{type(exc).__name__}: {exc}"
+                await back_off_after_error(deadline)
         yield TriggerEvent({"state": self.state, "woken_by": woken_by})
 
     async def _first_change(self, seconds: float) -> str | None:
@@ -230,6 +233,7 @@ class _WatchingTrigger(BaseTrigger):
             except Exception as exc:  # noqa: BLE001 - a wait cut short is harmless: the task looks again
                 log.warning("%s on %s ended early: %s", type(self).__name__, self.cluster_name, exc)
                 woken_by["error"] = f"{type(exc).__name__}: {exc}"
+                await back_off_after_error(deadline)
         if woken_by["changes"]:
             log.info("%s on %s: %s", type(self).__name__, self.cluster_name, "; ".join(_describe(c) for c in woken_by["changes"][:10]))
         yield TriggerEvent({"state": self.state, "woken_by": woken_by})
