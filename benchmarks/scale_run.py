@@ -203,7 +203,8 @@ def build_world(args: argparse.Namespace, workdir: Path) -> None:
                         store.create(PDBS, pdb("app-0", ns, app.selector, max_unavailable=1))
             # A CronJob in every namespace; in some, its running Job still has the image it moved on from.
             report = App("report", ns, f"registry.example/{ns}/report:2.0", labels={"app": "report"}, selector={"app": "report"}, cpu="50m", memory="64Mi", port=None)
-            cron = store.create(CRONJOBS, cronjob(report, "0 0 * * *", "Allow" if n % 2 else "Forbid"))
+            # Every other stale one may get a fresh Job at once (Allow); Forbid ones wait for their schedule.
+            cron = store.create(CRONJOBS, cronjob(report, "0 0 * * *", "Allow" if (n // stale_every) % 2 else "Forbid"))
             if ns in stale_namespaces:
                 spec = json.loads(json.dumps(cron["spec"]["jobTemplate"]["spec"]))
                 spec["template"]["spec"]["containers"][0]["image"] = f"registry.example/{ns}/report:1.0"
@@ -646,11 +647,13 @@ def summarise(op: str, result: dict[str, Any], requests: list[dict[str, Any]], r
     # Memory, per task instance (the largest over its executions).
     per_ti: dict[str, dict[str, Any]] = {}
     for ex in result.get("executions") or ():
-        agg = per_ti.setdefault(ex["ti"], {"executions": 0, "triggers": 0, "seconds": 0.0, "py_peak": 0, "rss_growth": 0, "rss_hwm": 0})
+        agg = per_ti.setdefault(ex["ti"], {"executions": 0, "triggers": 0, "seconds": 0.0, "py_peak": 0, "rss_growth": 0, "rss_hwm": 0, "peak_in": ""})
         agg["executions"] += ex["kind"] == "task"
         agg["triggers"] += ex["kind"] == "trigger"
         agg["seconds"] += ex["seconds"]
-        agg["py_peak"] = max(agg["py_peak"], ex.get("py_peak") or 0)
+        if (ex.get("py_peak") or 0) > agg["py_peak"]:
+            agg["py_peak"] = ex["py_peak"]
+            agg["peak_in"] = ex.get("trigger") or ", ".join(dict.fromkeys(st["step"] for st in ex["steps"]))
         agg["rss_growth"] = max(agg["rss_growth"], ex.get("rss_growth") or 0)
         agg["rss_hwm"] = max(agg["rss_hwm"], ex.get("rss_hwm") or 0)
     if per_ti:
@@ -660,7 +663,8 @@ def summarise(op: str, result: dict[str, Any], requests: list[dict[str, Any]], r
         limit = 12
         for ti, agg in shown[:limit]:
             print(f"     {ti:<40} exec {agg['executions']:>3}  trig {agg['triggers']:>3}  {agg['seconds']:8.1f} s  "
-                  f"py {agg['py_peak'] / MIB:7.1f} MiB  +rss {agg['rss_growth'] / MIB:7.1f} MiB  rss {agg['rss_hwm'] / MIB:6.0f} MiB")
+                  f"py {agg['py_peak'] / MIB:7.1f} MiB  +rss {agg['rss_growth'] / MIB:7.1f} MiB  rss {agg['rss_hwm'] / MIB:6.0f} MiB"
+                  + (f"  (peak in: {agg['peak_in']})" if agg["peak_in"] else ""))
         if len(shown) > limit:
             print(f"     ... {len(shown) - limit} more task instances, each below {shown[limit - 1][1]['py_peak'] / MIB:.1f} MiB")
 
@@ -692,7 +696,7 @@ def summarise(op: str, result: dict[str, Any], requests: list[dict[str, Any]], r
             if whole:
                 kinds = collections.Counter(lst["resource"] for lst in whole)
                 biggest = max(whole, key=lambda lst: lst["items"])
-                offenders.append(f"{wait} lists {', '.join(f'{k} x{c}' for k, c in kinds.items())} over {n} pokes (up to {biggest['items']:,} {biggest['resource']} a list)")
+                offenders.append(f"{wait} lists {', '.join(f'{k} x{c}' for k, c in sorted(kinds.items()))} in {n} poke(s) (up to {biggest['items']:,} {biggest['resource']} a list)")
     return {
         "finished": result.get("state") in ("success", "failed") and not result.get("error"),
         "state": result.get("state"),
@@ -941,7 +945,8 @@ def report_targets(summaries: dict[str, dict[str, Any]], args: argparse.Namespac
     elif peaks:
         op, (ti, agg), baseline = max(peaks, key=lambda p: p[1][1]["py_peak"])
         worst = max(p[1][1]["py_peak"] + p[2] for p in peaks)
-        verdict(worst < TASK_MEMORY_LIMIT, f"every task under 300 MB peak: largest {ti} of {op}, {agg['py_peak'] / 1e6:.1f} MB of its own allocations "
+        where = f" ({agg['peak_in']})" if agg.get("peak_in") else ""
+        verdict(worst < TASK_MEMORY_LIMIT, f"every task under 300 MB peak: largest {ti}{where} of {op}, {agg['py_peak'] / 1e6:.1f} MB of its own allocations "
                                             f"+ {baseline / 1e6:.0f} MB task process baseline = {(agg['py_peak'] + baseline) / 1e6:.0f} MB")
     xcoms = [(op, s["xcom"]) for op, s in summaries.items() if s.get("xcom")]
     if xcoms:
