@@ -13,8 +13,10 @@ Three runs, one after another, on the same cluster:
 
 It prints, per run: wall time; the API requests by verb and by resource (the sandbox's request log);
 each task instance's peak memory; the largest XCom; the mapped task instances; what each wait costs
-per poke. Then PASS/FAIL per target of the issue, and exits 1 on a FAIL or a run that did not finish
-(each run is a child process killed at ``--run-timeout``; nothing here loops without a bound).
+per poke. Then PASS/FAIL per target of the issue. Exit status: 2 when the sandbox did not load or a
+run did not finish (each run has a watchdog at ``--run-timeout``; nothing here loops without a
+bound), 1 when a target failed (0 with ``--no-fail-on-targets``, the smoke test's: a target missed
+is a finding there, not rot), else 0.
 
 How it is built:
 - The sandbox (API server, controllers, moto for EC2/Auto Scaling) runs in a child process of its
