@@ -911,7 +911,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(sandbox)
         sandbox_log.close()
     failed, unfinished = report_targets(summaries, args)
-    if args.keep or failed:
+    if args.keep or unfinished or failed and not args.no_fail_on_targets:
         print(f"\nlogs and figures kept in {workdir}")
     else:
         import shutil
