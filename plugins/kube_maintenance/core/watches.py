@@ -99,9 +99,13 @@ def first_relevant_change(kube: Any, watch: dict[str, Any], seconds: float, rele
     namespace, selector = watch.get("namespace"), watch.get("label_selector")
     rv = watch.get("resource_version") or ""
     deadline = time.monotonic() + seconds
+    listed_for_nothing = 0  # lists in a row whose resourceVersion was too old to watch from at once
     while True:
         if not rv:
+            if listed_for_nothing >= 2:
+                raise RuntimeError(f"watch on {describe_watch(watch)}: its fresh lists' resourceVersion keeps expiring")
             items, rv = kube.list(ref, namespace, label_selector=selector)
+            listed_for_nothing += 1
             if (what := _relevant_list(watch, items, relevant)) is not None:
                 return what
         remaining = deadline - time.monotonic()
@@ -116,6 +120,7 @@ def first_relevant_change(kube: Any, watch: dict[str, Any], seconds: float, rele
                         break
                     raise RuntimeError(f"watch on {describe_watch(watch)}: {obj.get('message') or obj}")
                 rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                listed_for_nothing = 0
                 if etype != "BOOKMARK" and (what := _relevant_event(watch, str(etype), obj, relevant)) is not None:
                     return what
                 if time.monotonic() >= deadline:
