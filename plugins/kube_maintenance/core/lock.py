@@ -24,7 +24,7 @@ def lock_target(namespace: str) -> str:
 
 
 # Short: a run that dies frees its cluster within minutes. Every poke and every step that changes
-# something renews it (a poke lasts a minute at most), and a step that finds it lapsed stops.
+# something renews it (each look of a deferred wait, at most a poke interval apart), and a step that finds it lapsed stops.
 LEASE_DURATION_SECONDS = 600
 # A run-wide stop signal on the Lease: the first mapped task to fail writes why, and the run's other
 # tasks start no new change (what they already started is still followed). Cleared when a run
