@@ -123,3 +123,14 @@ def finish_run(work: list[Any], cleanup: Any, **kwargs: Any) -> Any:
     done = task(task_id="cleanup", retries=5, doc_md=CLEANUP_DOC)(cleanup)(**kwargs)
     work >> done
     return done.as_teardown(on_failure_fail_dagrun=True)
+
+
+def approval_gate(cluster: ClusterConfig, operation: str) -> list[Any]:
+    """The DAG's approval task (``[]`` for a cluster without ``requires_approval``). Airflow's HITL
+    operator is imported only for a cluster that requires approval: the dag-processor parses every
+    DAG file again and again, and most clusters never need it."""
+    if not cluster.requires_approval:
+        return []
+    from kube_maintenance.core.approval import approval_gate as approval_task
+
+    return approval_task(cluster, operation)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kube_maintenance.cronjob_refresh.decisions import CronJobRefreshParams, namespace_groups_setting
-from kube_maintenance.core.approval import approval_gate
-from kube_maintenance.core.dag_building import TasksOf, finish_run, operation_dag
+from kube_maintenance.core.dag_building import TasksOf, approval_gate, finish_run, operation_dag
 from kube_maintenance.core.forms import DRY_RUN, IGNORE_WINDOW, SECTION_PACE, SECTION_SAFETY, SECTION_TARGET, FormField, optional_names, optional_selector
 from kube_maintenance.core.registry import ClusterConfig
 from kube_maintenance.core.runtime import MAP_LABEL_TEMPLATE
