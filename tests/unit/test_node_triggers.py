@@ -346,6 +346,18 @@ def test_the_batch_defers_on_what_the_waiting_step_asked_for() -> None:
         assert trigger.moment == (hints.get("wake_at") or at.isoformat())
 
 
+def test_a_batch_never_waits_past_a_third_of_the_locks_lease() -> None:
+    # Each look renews the cluster's lock; a wait as long as the lease (a validation interval may be
+    # 600 s) would let it lapse, and the next step would stop the run.
+    from kube_maintenance.core.lock import LEASE_DURATION_SECONDS
+
+    op_ = ReplaceBatchOperator(task_id="batch", cluster_name="staging", batch={"index": 0}, max_batches=1, poke_interval=15)
+    now = dt.datetime.now(dt.timezone.utc)
+    far = (now + dt.timedelta(seconds=LEASE_DURATION_SECONDS)).isoformat()
+    trigger = op_.trigger_for({"step": 6, "wait_for_health": {"problems": [], "fire_on": "worse", "waiting_for": []}, "wake_at": far}, now)
+    assert dt.datetime.fromisoformat(trigger.moment) <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=LEASE_DURATION_SECONDS / 3)
+
+
 # ----------------------------------------------------------------------------- validation in a row
 class FakeKube:
     def __init__(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger
 
+from kube_maintenance.core.lock import LEASE_DURATION_SECONDS
 from kube_maintenance.core.triggers import PokeLaterTrigger
 from kube_maintenance.node_replacement.triggers import HealthChangeTrigger, NodesChangeTrigger, PodsOnNodesChangeTrigger
 
@@ -98,7 +99,10 @@ class ReplaceBatchOperator(BaseOperator):
         wait_for_nodes = state.pop("wait_for_nodes", None)
         wait_for_health = state.pop("wait_for_health", None)
         wake_at = state.pop("wake_at", None)
-        when = (dt.datetime.fromisoformat(wake_at) if wake_at else moment).isoformat()
+        # Never wait past a third of the lock's lease: each look renews it, and a step that finds it
+        # lapsed stops (a validation interval may be as long as the lease itself).
+        latest = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=LEASE_DURATION_SECONDS / 3)
+        when = min(dt.datetime.fromisoformat(wake_at) if wake_at else moment, latest).isoformat()
         if watch_nodes or watch_budgets:
             return PodsOnNodesChangeTrigger(self.cluster_name, watch_nodes or [], when, state, budgets=watch_budgets, pods=watch_pods)
         if wait_for_nodes:
