@@ -62,6 +62,8 @@ def test_system_namespaces_are_always_protected() -> None:
         ("region", KeyError, "region: required when aws_conn_id is set"),
         ("name", "Bad Name", "clusters[0].name"),
         ("operations", {"reboot_everything": {}}, "operations.reboot_everything: unknown operation"),
+        ("operations", {"rollout_restart": {"poke_interval_seconds": 900}}, "operations.rollout_restart.poke_interval_seconds: expected a number of seconds above 0 and at most 200"),
+        ("operations", {"node_replacement": {"poke_interval_seconds": "15s"}}, "operations.node_replacement.poke_interval_seconds: expected a number"),
     ],
 )
 def test_errors_name_the_bad_field(path: str, value: object, message: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from kube_maintenance.core.lock import LEASE_DURATION_SECONDS
 from kube_maintenance.core.windows import DAY_NAMES, MaintenanceWindow
 
 REGISTRY_ENV = "KUBE_MAINTENANCE_REGISTRY"
@@ -28,6 +29,9 @@ DEFAULT_LOCK_NAMESPACE = "kube-maintenance"
 # A run waiting for approval (requires_approval) is rejected when nobody answers within this long.
 DEFAULT_APPROVAL_TIMEOUT_HOURS = 24.0
 MAX_APPROVAL_TIMEOUT_HOURS = 24.0 * 7
+# The longest a waiting task sleeps between two looks: each look renews the cluster's lock, so a
+# third of its lease leaves room for a late triggerer.
+MAX_POKE_INTERVAL_SECONDS = LEASE_DURATION_SECONDS / 3
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a namespace name (RFC 1123 label)
 _EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")  # EKS CreateCluster's name pattern
@@ -255,6 +259,12 @@ def parse_registry(data: Any, source: str = "<registry>") -> Registry:
                 raise RegistryError(f"{where}.operations.{op_name}: expected a mapping")
             if "enabled" in settings and not isinstance(settings["enabled"], bool):
                 raise RegistryError(f"{where}.operations.{op_name}.enabled: expected true or false")
+            poke = settings.get("poke_interval_seconds", 15)
+            if isinstance(poke, bool) or not isinstance(poke, (int, float)) or not 0 < poke <= MAX_POKE_INTERVAL_SECONDS:
+                raise RegistryError(
+                    f"{where}.operations.{op_name}.poke_interval_seconds: expected a number of seconds above 0 and at most "
+                    f"{MAX_POKE_INTERVAL_SECONDS:.0f} (each look renews the cluster's lock, whose lease is {LEASE_DURATION_SECONDS} s), got {poke!r}"
+                )
         alerts = _alerts(raw["alerts"], f"{where}.alerts") if "alerts" in raw else default_alerts
         clusters.append(
             ClusterConfig(
