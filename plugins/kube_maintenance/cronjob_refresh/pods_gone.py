@@ -10,18 +10,14 @@ renewed). A triggerer restart loses nothing; a retry simply looks again.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
+from kube_maintenance.core.deferring import LookThenDeferOperator
 from kube_maintenance.core.k8s import PODS
 from kube_maintenance.cronjob_refresh.triggers import JobPodsGoneTrigger
 
-log = logging.getLogger("kube_maintenance.cronjob_refresh")
 
-
-class WaitForPodsGoneOperator(BaseOperator):
+class WaitForPodsGoneOperator(LookThenDeferOperator):
     """Until the pods of one group's deleted Jobs are gone (in the mapped ``refresh`` task group)."""
 
     template_fields = ("deletion",)
@@ -33,15 +29,7 @@ class WaitForPodsGoneOperator(BaseOperator):
         self.deletion = deletion
         self.poke_interval = poke_interval
 
-    def execute(self, context: Any) -> Any:
-        return self._look(context, {})
-
-    def resume(self, context: Any, event: dict[str, Any] | None = None, **_: Any) -> Any:
-        event = event or {}
-        log.info("resumed: woke by %s (%s)", event.get("woke", "?"), event.get("why", ""))
-        return self._look(context, dict(event.get("state") or {}))
-
-    def _look(self, context: Any, state: dict[str, Any]) -> Any:
+    def look(self, context: Any, state: dict[str, Any]) -> Any:
         from kube_maintenance.cronjob_refresh import tasks as op
 
         outcome = op.wait_for_pods_gone(cluster_name=self.cluster_name, deletion=self.deletion, state=state, poke_interval=self.poke_interval, **context)

@@ -17,17 +17,13 @@ The shard's own deadline replaces the sensor's timeout: 48 hours from its first 
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
+from kube_maintenance.core.deferring import LookThenDeferOperator
 from kube_maintenance.rollout_restart.triggers import RolloutProgressTrigger
 
-log = logging.getLogger("kube_maintenance.rollout_restart")
 
-
-class RestartShardOperator(BaseOperator):
+class RestartShardOperator(LookThenDeferOperator):
     """One shard of a rollout restart (mapped over the plan's shards: ``restart``)."""
 
     ui_color = "#eef7e8"
@@ -38,15 +34,7 @@ class RestartShardOperator(BaseOperator):
         self.shard = shard
         self.poke_interval = poke_interval
 
-    def execute(self, context: Any) -> Any:
-        return self._look(context, {})
-
-    def resume(self, context: Any, event: dict[str, Any] | None = None, **_: Any) -> Any:
-        event = event or {}
-        log.info("resumed: woke by %s (%s)", event.get("woke", "?"), event.get("why", ""))
-        return self._look(context, dict(event.get("state") or {}))
-
-    def _look(self, context: Any, state: dict[str, Any]) -> Any:
+    def look(self, context: Any, state: dict[str, Any]) -> Any:
         from kube_maintenance.rollout_restart import tasks as op
 
         outcome = op.restart(cluster_name=self.cluster_name, shard=self.shard, state=state, poke_interval=self.poke_interval, **context)
