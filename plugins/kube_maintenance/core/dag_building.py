@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from kube_maintenance.core.forms import FormField, build_params, form_defaults, params_doc
 from kube_maintenance.core.registry import ClusterConfig
@@ -45,6 +46,7 @@ def _doc(cluster: ClusterConfig, title: str, body: str, form: str, dry_run_shows
     )
 
 
+@contextmanager
 def operation_dag(
     cluster: ClusterConfig,
     operation: str,
@@ -53,8 +55,18 @@ def operation_dag(
     fields: tuple[FormField, ...],
     base_defaults: dict[str, Any],
     dry_run_shows: str,
-) -> Any:
-    """The DAG every operation shares: one per cluster, its window's schedule, the form, tags, docs, retries."""
+) -> Iterator[Any]:
+    """The DAG every operation shares: one per cluster, its window's schedule, the form, tags, docs, retries.
+
+    Used as ``with operation_dag(...) as dag:`` around the operation's tasks. The form (the DAG's
+    ``params``) is attached when the block ends, after the tasks. Airflow deep-copies the DAG's
+    Params into each task it creates, once per class of the operator's hierarchy (four times for a
+    ``@task``): that was half of every parse. The copies add nothing: a task's runtime ``params``
+    are the DAG's, then the task's own, then the run's conf (Airflow's ``process_params``), the
+    same values with or without them. The trigger form, Airflow's check of a scheduled DAG's
+    defaults (run when the form is attached) and the serialized DAG's ``params`` are unchanged;
+    the serialized tasks no longer repeat them (none of our tasks declares params of its own).
+    """
     from airflow.sdk import DAG
 
     from kube_maintenance.core.alerts import alert_arguments
@@ -63,14 +75,14 @@ def operation_dag(
     alerts = alert_arguments(cluster, operation)  # where failures go: the registry's alerts
     defaults = form_defaults(base_defaults, settings.get("defaults"))
     scheduled = {**defaults, **(settings.get("defaults") or {})} if settings.get("scheduled") else None
-    return DAG(
+    params = build_params(fields, defaults)
+    dag = DAG(
         dag_id=f"{operation}__{cluster.name}",
         description=f"{title} on {cluster.name}",
         schedule=_schedule(cluster, operation),
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
         catchup=False,
         max_active_runs=1,
-        params=build_params(fields, defaults),
         tags=[OPERATION_TAG, f"cluster:{cluster.name}", f"operation:{operation}"],
         doc_md=_doc(cluster, title, summary, params_doc(fields, defaults, scheduled), dry_run_shows),
         default_args={
@@ -82,6 +94,10 @@ def operation_dag(
         render_template_as_native_obj=True,
         **alerts.dag,
     )
+    with dag:
+        yield dag
+    # Airflow converts and validates on assignment, as it does in DAG(params=...).
+    dag.params = params
 
 
 CLEANUP_DOC = (
