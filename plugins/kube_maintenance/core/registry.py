@@ -301,10 +301,13 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
         except json.JSONDecodeError as exc:
             raise RegistryError(f"{target}: invalid JSON: {exc}") from exc
     else:
-        import yaml  # a dependency of Airflow itself; only loaded for YAML registries
+        import yaml  # a dependency of Airflow itself (already loaded with it)
 
+        # libyaml's safe loader where PyYAML has it: the same safe subset, about 10x faster than the
+        # pure-Python one (5 ms for 10 clusters), and every DAG file reads the registry at each parse.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
         except yaml.YAMLError as exc:
             raise RegistryError(f"{target}: invalid YAML: {exc}") from exc
     return parse_registry(data, str(target))
