@@ -404,8 +404,9 @@ class Meter:
         k8s.KubeClient._raw = counted_raw  # type: ignore[method-assign]
         original_list = k8s.KubeClient.list
 
-        def counted_list(client: Any, ref: Any, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None, page_size: int = 500) -> Any:
-            items, rv = original_list(client, ref, namespace, label_selector, field_selector, page_size)
+        def counted_list(client: Any, ref: Any, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None, page_size: int = 500,
+                         project: Any = None) -> Any:
+            items, rv = original_list(client, ref, namespace, label_selector, field_selector, page_size, project)
             meter.listed(ref.plural, namespace, label_selector, field_selector, len(items))
             return items, rv
 

@@ -242,8 +242,14 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = 500,
+        project: Callable[[Obj], Obj] | None = None,
     ) -> tuple[list[Obj], str]:
-        """Every object (all pages) and the list's resourceVersion, to start a watch from."""
+        """Every object (all pages) and the list's resourceVersion, to start a watch from.
+
+        ``project``, if given, is applied to each object as its page arrives and only its result
+        is kept (``node_replacement/projections.py``: what a judgement reads of an object): at most
+        one page of whole objects is held at once, not the whole collection.
+        """
         for _ in range(3):
             items: list[Obj] = []
             token: str | None = None
@@ -255,9 +261,12 @@ class KubeClient:
                         ref.path(namespace),
                         {"labelSelector": label_selector, "fieldSelector": field_selector, "limit": page_size, "continue": token},
                     )
-                    items.extend(page.get("items") or [])
                     rv = rv or page.get("metadata", {}).get("resourceVersion", "")
                     token = page.get("metadata", {}).get("continue")
+                    objs = page.get("items") or []
+                    del page  # this page's whole objects go before the next page is decoded
+                    items.extend(map(project, objs) if project else objs)
+                    del objs
                     if not token:
                         return items, rv
             except KubeApiError as err:
