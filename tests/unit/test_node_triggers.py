@@ -193,6 +193,92 @@ def test_a_cut_stream_is_resumed_from_its_resource_version(cluster: SandboxClust
     assert "error" not in payload["woken_by"]
 
 
+# ------------------------------------------------------------------------- with the step's view
+def step_lists(cluster: SandboxCluster, *refs: Any) -> dict[str, tuple[list[Any], str]]:
+    """What a step's first look lists, through the client the tasks use."""
+    from kube_maintenance.core.k8s import KubeClient
+
+    kube = KubeClient.from_connection("k8s_api", "api")
+    return {ref.plural: kube.list(ref) for ref in refs}
+
+
+def requests_since(cluster: SandboxCluster, seq: int) -> list[tuple[str, str]]:
+    return [(r.verb, r.resource) for r in cluster.requests.since(seq)]
+
+
+def test_with_the_steps_view_it_watches_from_its_version_without_a_list_and_hands_the_view_back(cluster: SandboxCluster) -> None:
+    from kube_maintenance.core.k8s import NODES as NODE_REF
+    from kube_maintenance.node_replacement.views import joining_nodes_view
+
+    add_ready_node(cluster, "joining", ready=False)
+    nodes, version = step_lists(cluster, NODE_REF)["nodes"]
+    state = {"step": 5, "nodes_view": joining_nodes_view(nodes, version, set())}
+    mark_node_ready(cluster, "joining")  # between the step's look and the trigger's start
+    seq = len(cluster.requests)
+
+    payload, _ = first_event(NodesChangeTrigger("api", moment(FAR), state))
+
+    assert [(c["ref"], c["after"]) for c in payload["woken_by"]["changes"]] == [("node/joining", "Ready")], payload
+    view = payload["state"]["nodes_view"]
+    assert view["nodes"]["joining"][1] == "Ready" and int(view["resource_version"]) > int(version), "the view handed back is current"
+    # (a watch is logged when its stream closes: the thread's ends with its timeout, later)
+    assert [r for r in requests_since(cluster, seq) if r[0] == "list"] == [], "it watches from the step's resourceVersion; no list"
+
+
+def test_with_the_steps_view_heartbeats_of_nodes_it_does_not_wait_for_wake_nothing(cluster: SandboxCluster) -> None:
+    from kube_maintenance.core.k8s import NODES as NODE_REF
+    from kube_maintenance.node_replacement.views import joining_nodes_view
+
+    nodes, version = step_lists(cluster, NODE_REF)["nodes"]
+    state = {"step": 5, "nodes_view": joining_nodes_view(nodes, version, set())}
+    assert state["nodes_view"]["nodes"] == {}, "old-1 is Ready and none of the groups': not tracked"
+
+    def heartbeat_then_join() -> None:
+        node = cluster.store.get(NODES, None, "old-1")
+        for condition in node["status"]["conditions"]:
+            condition["lastHeartbeatTime"] = "2026-11-30T10:00:05Z"
+        cluster.store.update(NODES, node)
+        add_ready_node(cluster, "new-1", ready=False)
+
+    payload, _ = first_event(NodesChangeTrigger("api", moment(FAR), state), during=heartbeat_then_join)
+
+    assert [(c["ref"], c["before"]) for c in payload["woken_by"]["changes"]] == [("node/new-1", "absent")]
+    assert list(payload["state"]["nodes_view"]["nodes"]) == ["new-1"]
+
+
+def test_with_the_steps_view_a_regression_wakes_the_validation_without_a_list(cluster: SandboxCluster) -> None:
+    from kube_maintenance.core.k8s import DAEMONSETS as DS, DEPLOYMENTS as DEPLOY, NODES as NODE_REF, STATEFULSETS as STS
+    from kube_maintenance.node_replacement.views import health_view, problems_in, ready_nodes_not_tracked
+
+    add_ready_node(cluster, "old-2")
+    listed = step_lists(cluster, NODE_REF, DEPLOY, DS, STS)
+    view = health_view({kind: listed[ref.plural] for kind, ref in (("node", NODE_REF), ("deployment", DEPLOY), ("daemonset", DS), ("statefulset", STS))}, set())
+    state = {"step": 6, "health_view": view}
+    seq = len(cluster.requests)
+
+    payload, _ = first_event(
+        HealthChangeTrigger("api", moment(FAR), state, problems=problems_in(view), fire_on="worse"), during=lambda: mark_node_not_ready(cluster, "old-2"),
+    )
+
+    assert [(c["ref"], c["worse"]) for c in payload["woken_by"]["changes"]] == [("node/old-2", True)], payload
+    kept = payload["state"]["health_view"]
+    assert problems_in(kept) == ["node/old-2"] and ready_nodes_not_tracked(kept) == 1
+    assert [r for r in requests_since(cluster, seq) if r[0] == "list"] == [], "watches only, each from the step's list"
+
+
+def test_with_the_steps_view_an_expired_version_ends_the_wait_for_the_step_to_list_again(cluster: SandboxCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_maintenance.core import triggers as core_triggers
+    from kube_maintenance.node_replacement.views import joining_nodes_view
+
+    monkeypatch.setattr(core_triggers, "ERROR_BACKOFF_SECONDS", 0.2)
+    cluster.faults.configure({"errors": [{"code": 410, "verb": "watch", "resource": "nodes"}]})
+    state = {"step": 5, "nodes_view": joining_nodes_view([], "1", set())}
+
+    payload, _ = first_event(NodesChangeTrigger("api", moment(FAR), state))
+
+    assert "410" in payload["woken_by"]["error"], payload
+
+
 # ---------------------------------------------------------------------------------------- the drain
 def running_on(cluster: SandboxCluster, node: str, *names: str) -> None:
     for name in names:
@@ -362,9 +448,18 @@ def test_a_batch_never_waits_past_a_third_of_the_locks_lease() -> None:
 class FakeKube:
     def __init__(self) -> None:
         self.nodes = [node("n-1", True), node("n-2", True)]
+        self.lists: list[tuple[str, str | None, str | None]] = []
 
-    def list(self, ref: Any, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None) -> tuple[list[Any], str]:
-        return (list(self.nodes) if ref.plural == "nodes" else []), "7"
+    def list(self, ref: Any, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None, project: Any = None) -> tuple[list[Any], str]:
+        self.lists.append((ref.plural, namespace, label_selector or field_selector))
+        items = list(self.nodes) if ref.plural == "nodes" else []
+        return [project(i) for i in items] if project else items, "7"
+
+    def whole_cluster_lists(self) -> list[str]:
+        return [plural for plural, namespace, selector in self.lists if namespace is None and selector is None]
+
+    def get_or_none(self, ref: Any, name: str, namespace: str | None = None) -> Any:
+        return next((n for n in self.nodes if n["metadata"]["name"] == name), None)
 
 
 def node(name: str, ready: bool) -> dict[str, Any]:
@@ -409,3 +504,72 @@ def test_validation_counts_healthy_checks_in_a_row_and_starts_again_after_a_regr
     state.update(validation_streak=1, ready_at=dt.datetime.now(dt.timezone.utc).isoformat())
     assert op.validate("staging", 0, **context) is False
     assert state["validation_streak"] == 0 and state["wait_for_health"] == {"problems": ["node/n-2"], "fire_on": "any", "waiting_for": ["node/n-2"]}
+
+
+def test_a_validation_resumed_by_its_trigger_judges_from_the_view_it_kept_not_from_a_new_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_maintenance.node_replacement.views import apply_health_event
+
+    kube = FakeKube()
+    plan = Plan(batches=[[PlannedNode("gone-1", "i-0a", "eu-west-1a", "t", False, "general")]], ready_nodes_before=2)
+    params = SimpleNamespace(validation_passes=2, validation_interval_seconds=10, validation_timeout_seconds=600)
+    monkeypatch.setattr(op, "_params", lambda cluster, context: (params, SimpleNamespace(kube=kube, holder="h")))
+    monkeypatch.setattr(op, "_plan_from", lambda context: plan)
+    monkeypatch.setattr(op, "renew_lock", lambda rt: None)
+    state: dict[str, Any] = {"step": 6}
+
+    assert op.validate("staging", 0, batch_state=state) is False, "the first healthy check"
+    assert sorted(kube.whole_cluster_lists()) == ["daemonsets", "deployments", "nodes", "statefulsets"], "the first look lists"
+    kube.lists.clear()
+
+    # The trigger saw n-2 go NotReady and woke the step, handing back the view it kept.
+    apply_health_event(state["health_view"], "node", "MODIFIED", node("n-2", False))
+    state.update(woken_by={"changes": [{"ref": "node/n-2", "before": "Ready", "after": "NotReady", "worse": True}]})
+    for hint in ("wake_at", "wait_for_health"):
+        state.pop(hint)
+    assert op.validate("staging", 0, batch_state=state) is False
+    assert state["validation_streak"] == 0 and state["wait_for_health"]["problems"] == ["node/n-2"], "judged from the view: n-2 NotReady"
+    assert kube.whole_cluster_lists() == [], f"a resumed check lists no whole collection: {kube.lists}"
+
+    # A trigger that could not keep the view (its watch failed): the step lists again.
+    state.update(woken_by={"changes": [], "error": "KubeApiError: 410 Gone: too old resource version"})
+    op.validate("staging", 0, batch_state=state)
+    assert "nodes" in kube.whole_cluster_lists()
+    assert state["validation_streak"] == 1, "the fresh list shows n-2 Ready (as FakeKube has it)"
+
+
+def test_a_wait_for_replacements_resumed_by_its_trigger_counts_from_its_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_maintenance.node_replacement.views import apply_node_event
+
+    kube = FakeKube()
+    kube.nodes = [provider_node("old-1", "i-01", True), provider_node("keep", "i-02", True)]
+    plan = Plan(batches=[[PlannedNode("old-1", "i-01", "eu-west-1a", "t", False, "general")]], ready_nodes_before=2)
+    plan.ready_by_group_before = {"general": 2}
+    plan.instances_by_group_before = {"general": ["i-01", "i-02"]}
+    members = [{"InstanceId": "i-02"}, {"InstanceId": "i-03"}]
+    cloud = SimpleNamespace(group_instances=lambda groups: {"general": members})
+    params = SimpleNamespace(replacement_timeout_seconds=600)
+    patched: list[str] = []
+    monkeypatch.setattr(op, "_params", lambda cluster, context: (params, SimpleNamespace(kube=kube, cloud=cloud, holder="h")))
+    monkeypatch.setattr(op, "_plan_from", lambda context: plan)
+    monkeypatch.setattr(op, "renew_lock", lambda rt: None)
+    monkeypatch.setattr(op, "_disable_scale_down", lambda rt, nodes: patched.extend(n["metadata"]["name"] for n in nodes))
+    state: dict[str, Any] = {"step": 5, "terminated": {"at": dt.datetime.now(dt.timezone.utc).isoformat()}}
+
+    assert op.wait_for_replacement("staging", 0, batch_state=state) is False, "i-03 has no node yet"
+    assert kube.whole_cluster_lists() == ["nodes"] and state["wait_for_nodes"] == {"view": "nodes_view"}
+    kube.lists.clear()
+
+    # The trigger saw the replacement join and get Ready.
+    joined = provider_node("new-1", "i-03", True)
+    kube.nodes.append(joined)
+    assert apply_node_event(state["nodes_view"], "ADDED", joined) is not None
+    state.update(woken_by={"changes": [{"ref": "node/new-1", "before": "absent", "after": "Ready"}]})
+    state.pop("wait_for_nodes")
+    assert op.wait_for_replacement("staging", 0, batch_state=state) is True
+    assert kube.whole_cluster_lists() == [], f"a resumed wait lists no whole collection: {kube.lists}"
+    assert patched == ["new-1"], "the replacement is kept from the autoscaler's scale-down"
+    assert "nodes_view" not in state, "the next step keeps a view of its own"
+
+
+def provider_node(name: str, instance: str, ready: bool) -> dict[str, Any]:
+    return {**node(name, ready), "spec": {"providerID": f"aws:///eu-west-1a/{instance}"}}

@@ -11,7 +11,9 @@ step judges changes, or after a poke interval at the latest: the drain as soon a
 waits for on the batch's nodes are gone, a new one lands there, or a budget that refused an
 eviction allows one (``PodsOnNodesChangeTrigger``), the waits for surge and replacement nodes as
 soon as a Node joins or its readiness, taints or cordon change (``NodesChangeTrigger``), the
-validation between its spaced checks, woken early by a regression (``HealthChangeTrigger``). A
+validation between its spaced checks, woken early by a regression (``HealthChangeTrigger``). The
+last two watch from the step's view of the cluster (``views``: what its first look listed, reduced
+to what it judges) and hand it back kept current, so a resumed step does not list the cluster again. A
 step says what to watch in the batch's state (``watch_nodes``, ``watch_pods``, ``watch_budgets``,
 ``wait_for_nodes``, ``wait_for_health``, and ``wake_at`` for a deadline of its own); without any,
 a plain timer (``PokeLaterTrigger``). What woke the task (``woken_by``) is handed to the step it

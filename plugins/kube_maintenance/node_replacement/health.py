@@ -129,14 +129,31 @@ def validation_report(
     available before the run (``unavailable_before``) is noted, not waited for: this run did not
     break it, and waiting on it would stop every maintenance.
     """
-    report = HealthReport()
     ready = sum(1 for n in nodes if is_node_ready(n) and n["metadata"]["name"] not in replaced)
-    if ready < expected_ready_nodes:
-        report.problems.append(f"{ready} Ready nodes, expected at least {expected_ready_nodes} as before the run")
-    stuck = stuck_pending_pods(pods, now, pending_grace_seconds)
+    return health_report(
+        ready, expected_ready_nodes, unavailable_workloads(deployments, daemonsets, statefulsets), pods, system_pods, now, pending_grace_seconds, unavailable_before,
+    )
+
+
+def health_report(
+    ready_nodes: int,
+    expected_ready_nodes: int,
+    unavailable: Mapping[str, str],
+    pending_pods: list[Mapping[str, Any]],
+    system_pods: list[Mapping[str, Any]],
+    now: dt.datetime,
+    pending_grace_seconds: float,
+    unavailable_before: frozenset[str] = frozenset(),
+) -> HealthReport:
+    """``validation_report`` from what it counts: the Ready nodes (replaced ones not counted) and the
+    unavailable workloads ("<kind>/<ns>/<name>" -> why), as a step that keeps them between its
+    looks (``views.health_view``) knows them."""
+    report = HealthReport()
+    if ready_nodes < expected_ready_nodes:
+        report.problems.append(f"{ready_nodes} Ready nodes, expected at least {expected_ready_nodes} as before the run")
+    stuck = stuck_pending_pods(pending_pods, now, pending_grace_seconds)
     if stuck:
         report.problems.append(f"pods Pending for over {pending_grace_seconds:.0f}s: {', '.join(stuck[:10])}")
-    unavailable = unavailable_workloads(deployments, daemonsets, statefulsets)
     broken_before = {ref: why for ref, why in unavailable.items() if ref in unavailable_before}
     if broken_before:
         report.notes.append(f"not available before the run either (not waited for): {', '.join(f'{r} ({w})' for r, w in list(broken_before.items())[:10])}")

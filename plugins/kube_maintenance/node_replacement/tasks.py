@@ -18,13 +18,16 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from kube_maintenance.node_replacement import drain as drain_rules
-from kube_maintenance.node_replacement.health import preflight_report, unavailable_workloads, validation_report
+from kube_maintenance.node_replacement import projections
+from kube_maintenance.node_replacement.health import health_report, preflight_report, unavailable_workloads
 from kube_maintenance.core.cloud import GONE_STATES
 from kube_maintenance.core.k8s import DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS, STATEFULSETS, STRATEGIC_MERGE_PATCH
 from kube_maintenance.node_replacement.protect import REPLICAS_BEFORE_ANNOTATION, SCALED_BY_ANNOTATION, needs_a_spare, ready_pods_elsewhere, scale_back_to
 from kube_maintenance.core.selectors import selector_string
 from kube_maintenance.node_replacement.node_ops import drain_pass
-from kube_maintenance.node_replacement.triggers import health_problems, nodes_seen
+from kube_maintenance.node_replacement.views import (
+    health_view, joining_nodes_view, nodes_of_instances, problems_in, ready_instances_of, ready_nodes_not_tracked, unavailable_in,
+)
 from kube_maintenance.node_replacement.plan import (
     CORDONED_BY_ANNOTATION,
     NodeReplacementParams,
@@ -93,7 +96,7 @@ def plan(cluster_name: str, max_batches: int = 10, **context: Any) -> list[dict[
     params, rt = _params(cluster_name, context)
     begin_run(rt, params)
     now = _now()
-    nodes, _ = rt.kube.list(NODES)
+    nodes, _ = rt.kube.list(NODES, project=projections.node)
     params = _without_nodes_already_gone(rt, params, {n["metadata"]["name"] for n in nodes})
     # Which Auto Scaling group each instance is in (needed to wait for the right replacement). A
     # node outside any is skipped with the reason and another takes its place: plan again, at most
@@ -200,8 +203,8 @@ def preflight(cluster_name: str, max_batches: int = 10, **context: Any) -> str:
     the_plan = _plan_from(context)
     if not the_plan.nodes:
         skip("nothing to replace")
-    nodes, _ = rt.kube.list(NODES)
-    pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
+    nodes, _ = rt.kube.list(NODES, project=projections.node)
+    pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending", project=projections.pod)
     report = preflight_report(nodes, pods, {n.name for n in the_plan.nodes}, _now(), PENDING_GRACE_SECONDS)
     for note in report.notes:
         log.info(note)
@@ -292,13 +295,39 @@ def _disable_scale_down(rt: TaskRuntime, nodes: list[Mapping[str, Any]]) -> None
         rt.audit.record("disable-scale-down", f"node/{name}", before=annotations.get(SCALE_DOWN_DISABLED_ANNOTATION), after="true")
 
 
-def _new_nodes(
-    nodes: list[Mapping[str, Any]], the_plan: Plan, groups: list[str], group_instances: Mapping[str, list[Mapping[str, Any]]]
-) -> list[Mapping[str, Any]]:
-    """Ready nodes whose instance joined these groups since the plan: surge and replacement nodes."""
+def _new_nodes(view: Mapping[str, Any], the_plan: Plan, groups: list[str], group_instances: Mapping[str, list[Mapping[str, Any]]]) -> list[str]:
+    """Ready nodes whose instance joined these groups since the plan (surge and replacement nodes),
+    by name, as a joining-nodes view (``views``) knows them."""
     before = {i for g in groups for i in the_plan.instances_by_group_before.get(g, [])}
     joined = {i["InstanceId"] for g in groups for i in group_instances.get(g, []) if i["InstanceId"] not in before}
-    return [n for n in nodes if is_node_ready(n) and (ids := instance_of(n)) and ids[1] in joined]
+    return nodes_of_instances(view, joined & ready_instances_of(view))
+
+
+def _nodes_named(rt: TaskRuntime, names: list[str]) -> list[Mapping[str, Any]]:
+    """These Nodes as they are now (those that still exist)."""
+    return [node for name in names if (node := rt.kube.get_or_none(NODES, name)) is not None]
+
+
+def _run_started(context: Mapping[str, Any]) -> dt.datetime | None:
+    started = getattr(context.get("dag_run"), "start_date", None)
+    if not isinstance(started, dt.datetime):
+        return None
+    return started if started.tzinfo else started.replace(tzinfo=dt.timezone.utc)
+
+
+def _joining_nodes(rt: TaskRuntime, context: Mapping[str, Any], instances: set[str]) -> dict[str, Any]:
+    """The nodes a wait for joining nodes may count (``views.joining_nodes_view``: those of
+    ``instances``, those not Ready, those created since the run started), as the step's trigger
+    kept them current since its first look. Listed on the first look, and again when the trigger
+    could not keep the view (its watch failed: e.g. its resourceVersion expired)."""
+    state = batch_state(context)
+    view = state.get("nodes_view")
+    if view is None or (state.get("woken_by") or {}).get("error"):
+        nodes, resource_version = rt.kube.list(NODES, project=projections.node)
+        view = joining_nodes_view(nodes, resource_version, instances, _run_started(context))
+        del nodes
+        state["nodes_view"] = view
+    return view
 
 
 # --------------------------------------------------------------------------------------------- batches
@@ -511,8 +540,8 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
     described = rt.cloud.groups(sorted({n.asg for n in in_groups if n.asg}))
     members = {i["InstanceId"]: name for name, g in described.items() for i in g.get("Instances", [])}
     launched = rt.cloud.surge_instances([n.instance_id for n in in_groups])
-    nodes, _ = rt.kube.list(NODES)
-    ready_instances = _ready_instances(nodes)
+    view = _joining_nodes(rt, context, {i["InstanceId"] for instances in launched.values() for i in instances})
+    ready_instances = ready_instances_of(view)
     zone_subnets = rt.cloud.zone_subnets(list(described.values()))
     waiting: dict[str, str] = {}
     surge_ids: list[str] = []
@@ -547,9 +576,10 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
         if _now() > dt.datetime.fromisoformat(started) + dt.timedelta(seconds=params.replacement_timeout_seconds):
             fail(f"surge node(s) of batch {index + 1} not Ready within {params.replacement_timeout_seconds}s of their launch: {waiting}; nothing was cordoned")
         log.info("waiting for surge nodes: %s", waiting)
-        batch_state(context)["wait_for_nodes"] = {"seen": nodes_seen(nodes)}  # wake when a node joins or gets Ready
+        batch_state(context)["wait_for_nodes"] = {"view": "nodes_view"}  # wake when a node joins or gets Ready
         return False
-    _disable_scale_down(rt, [n for n in nodes if _instance_id(n) in surge_ids])
+    _disable_scale_down(rt, _nodes_named(rt, nodes_of_instances(view, surge_ids)))
+    batch_state(context).pop("nodes_view", None)  # the wait for replacements has a view of its own
     return True
 
 
@@ -722,9 +752,9 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
     renew_lock(rt)
     replaced = {n.instance_id for b in the_plan.batches[: index + 1] for n in b}
     groups = sorted({n.asg for n in batch if n.asg})
-    nodes, _ = rt.kube.list(NODES)
-    ready_instances = _ready_instances(nodes)
     group_instances = rt.cloud.group_instances(groups)
+    view = _joining_nodes(rt, context, {i["InstanceId"] for g in groups for i in group_instances.get(g, [])})
+    ready_instances = ready_instances_of(view)
     terminated = batch_state(context).get("terminated") or {}
     started = dt.datetime.fromisoformat(terminated["at"]) if terminated.get("at") else _now()
     missing = {}
@@ -740,9 +770,10 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
                 f"({', '.join(n.name for n in batch)}): {missing}; not starting the next batch"
             )
         log.info("waiting for replacements: %s", missing)
-        batch_state(context)["wait_for_nodes"] = {"seen": nodes_seen(nodes)}  # wake when a node joins or gets Ready
+        batch_state(context)["wait_for_nodes"] = {"view": "nodes_view"}  # wake when a node joins or gets Ready
         return False
-    _disable_scale_down(rt, _new_nodes(nodes, the_plan, groups, group_instances))
+    _disable_scale_down(rt, _nodes_named(rt, _new_nodes(view, the_plan, groups, group_instances)))
+    batch_state(context).pop("nodes_view", None)
     log.info("replacements Ready in %s", ", ".join(groups))
     # When they were Ready: the validation's timeout counts from then.
     batch_state(context)["ready_at"] = _now().isoformat()
@@ -750,8 +781,9 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
 
 
 def _workloads(rt: TaskRuntime) -> tuple[list[Any], list[Any], list[Any]]:
-    """Every Deployment, DaemonSet and StatefulSet of the cluster (one list each)."""
-    return rt.kube.list(DEPLOYMENTS)[0], rt.kube.list(DAEMONSETS)[0], rt.kube.list(STATEFULSETS)[0]
+    """Every Deployment, DaemonSet and StatefulSet of the cluster (one list each), as ``projections.workload`` keeps them."""
+    deployments, daemonsets, statefulsets = (rt.kube.list(ref, project=projections.workload)[0] for ref in (DEPLOYMENTS, DAEMONSETS, STATEFULSETS))
+    return deployments, daemonsets, statefulsets
 
 
 def validate(cluster_name: str, index: int, max_batches: int = 10, **context: Any) -> bool:
@@ -787,17 +819,15 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
             state["wake_at"] = next_at
             state["wait_for_health"] = {"problems": state.get("validation_seen") or [], "fire_on": "worse"}
             return False
-    nodes, _ = rt.kube.list(NODES)
-    pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending")
-    system_pods, _ = rt.kube.list(PODS, "kube-system")
-    deployments, daemonsets, statefulsets = _workloads(rt)
-    report = validation_report(
-        nodes, pods, deployments, the_plan.ready_nodes_before, replaced, _now(), PENDING_GRACE_SECONDS,
-        daemonsets=daemonsets, statefulsets=statefulsets, system_pods=system_pods, unavailable_before=unavailable_before,
+    view = _health(rt, state, replaced)
+    pods, _ = rt.kube.list(PODS, field_selector="status.phase=Pending", project=projections.pod)
+    system_pods, _ = rt.kube.list(PODS, "kube-system", project=projections.pod)
+    report = health_report(
+        ready_nodes_not_tracked(view), the_plan.ready_nodes_before, unavailable_in(view), pods, system_pods, _now(), PENDING_GRACE_SECONDS, unavailable_before,
     )
     for note in report.notes:
         log.info(note)
-    seen = health_problems(nodes, deployments, daemonsets, statefulsets)
+    seen = problems_in(view)
     if not report.healthy:
         state["validation_streak"] = 0
         ready_at = state.get("ready_at")
@@ -817,9 +847,23 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
         log.info("healthy after batch %d (check %d of %d in a row); next check in %ds", index + 1, streak, params.validation_passes, params.validation_interval_seconds)
         return False
     log.info("cluster healthy after batch %d (%d checks in a row, %ds apart)", index + 1, params.validation_passes, params.validation_interval_seconds)
+    state.pop("health_view", None)
     scaled = state.get("scaled_up") or []
     _scale_back(rt, [d for ns, name in scaled if (d := rt.kube.get_or_none(DEPLOYMENTS, name, ns))])
     return True
+
+
+def _health(rt: TaskRuntime, state: dict[str, Any], replaced: set[str]) -> dict[str, Any]:
+    """What the validation judges of Nodes and workloads (``views.health_view``), as its trigger kept
+    it current since the step's first look. Listed on the first look (a kind at a time, each list
+    reduced to its view as it arrives), and again when the trigger could not keep the view."""
+    view = state.get("health_view")
+    if view is None or (state.get("woken_by") or {}).get("error"):
+        view = {}
+        for kind, ref in (("node", NODES), ("deployment", DEPLOYMENTS), ("daemonset", DAEMONSETS), ("statefulset", STATEFULSETS)):
+            view.update(health_view({kind: rt.kube.list(ref, project=projections.FOR_HEALTH[kind])}, replaced))
+        state["health_view"] = view
+    return view
 
 
 # ----------------------------------------------------------------------------------------------- finish
@@ -836,10 +880,10 @@ def cleanup(cluster_name: str, max_batches: int = 10, **context: Any) -> dict[st
     rt = runtime_for(cluster_name, context, dry_run)
     data = context["ti"].xcom_pull(task_ids="plan", key="plan") or {}
     the_plan = Plan.from_xcom(data["plan"]) if data else Plan(batches=[])
-    nodes = [] if dry_run else rt.kube.list(NODES)[0]
+    nodes = [] if dry_run else rt.kube.list(NODES, project=projections.node)[0]
     restored = [] if dry_run else _restore_cordoned_nodes(rt, the_plan, nodes)
     unmarked = [] if dry_run else _remove_scale_down_marks(rt, nodes)
-    scaled_back = [] if dry_run else _scale_back(rt, rt.kube.list(DEPLOYMENTS)[0])
+    scaled_back = [] if dry_run else _scale_back(rt, rt.kube.list(DEPLOYMENTS, project=projections.workload)[0])
     surge_left = _report_surge_left(rt, the_plan) if raw.get("surge") is True and not dry_run else {}
     resumed: dict[str, list[str]] = {}
     resume_error = None

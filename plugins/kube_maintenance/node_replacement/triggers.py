@@ -203,11 +203,32 @@ class _WatchingTrigger(BaseTrigger):
     anything else such as heartbeats are ignored), and which differences count (``_on_list``
     against what the step saw when it decided to wait, ``_on_change`` during the watch)."""
 
+    # Where the waiting step left its view of the cluster in its state (``views``): the trigger then
+    # watches from the view's resourceVersion without listing, keeps the view current, and hands it
+    # back in its event. Without one (a trigger deferred before views), it lists first.
+    view_key = ""
+
     def __init__(self, cluster_name: str, moment: str, state: dict[str, Any]) -> None:
         super().__init__()
         self.cluster_name = cluster_name
         self.moment = moment
         self.state = state
+        # Held while a watch thread applies an event to the view: once the trigger fires, no thread
+        # changes the view it hands back (an event seen after that is seen again by the next watch,
+        # which resumes from the view's resourceVersion).
+        self._view_lock = threading.Lock()
+
+    def _view(self) -> dict[str, Any] | None:
+        view = self.state.get(self.view_key) if self.view_key else None
+        return view if isinstance(view, dict) else None
+
+    def _view_resource_version(self, kind: str) -> str:
+        """The resourceVersion the view of ``kind`` is current at ("" when there is none)."""
+        raise NotImplementedError
+
+    def _apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply a watch event to the view; the change that wakes the step, or None."""
+        raise NotImplementedError
 
     def _kinds(self) -> list[tuple[str, Any]]:
         raise NotImplementedError
@@ -247,12 +268,15 @@ class _WatchingTrigger(BaseTrigger):
         watches = [_in_thread(self._follow, kube, kind, ref, end, stop) for kind, ref in self._kinds()]
         try:
             done, _ = await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+            with self._view_lock:
+                stop.set()  # from here on, the view the event carries stays as it is
             changes: list[dict[str, Any]] = []
             for watch in done:
                 changes += watch.result()  # an error ends the wait (raised to run())
             return changes
         finally:
-            stop.set()  # the other threads end at their next event, or with their watch (the deadline)
+            with self._view_lock:
+                stop.set()  # the other threads end at their next event, or with their watch (the deadline)
             for watch in watches:
                 watch.cancel()
 
@@ -263,19 +287,35 @@ class _WatchingTrigger(BaseTrigger):
         return KubeClient.for_cluster(load_registry().cluster(self.cluster_name))
 
     def _follow(self, kube: Any, kind: str, ref: Any, end: float, stop: Any) -> list[dict[str, Any]]:
-        """In a thread: list, then watch from the list's resourceVersion (resumed after a stream
-        that ends by itself) until a change that counts, or ``end`` or ``stop`` ([])."""
-        items, resource_version = kube.list(ref)
-        judged = {_key(kind, o): self._judge(kind, o) for o in items}
-        found = self._on_list(kind, judged)
-        if found:
-            return found
+        """In a thread: watch from the step's view (or, without one, list first and watch from the
+        list's resourceVersion), resumed after a stream that ends by itself, until a change that
+        counts, or ``end`` or ``stop`` ([])."""
+        viewed = self._view() is not None
+        judged: dict[str, Any] = {}
+        if viewed:
+            resource_version = self._view_resource_version(kind)
+        else:
+            items, resource_version = kube.list(ref)
+            judged = {_key(kind, o): self._judge(kind, o) for o in items}
+            found = self._on_list(kind, judged)
+            if found:
+                return found
         while (left := end - time.monotonic()) > 0 and not stop.is_set():
             for event in kube.watch_events(ref, None, resource_version, timeout_seconds=max(1, math.ceil(left))):
                 kind_of_event, obj = event.get("type"), event.get("object") or {}
                 if kind_of_event == "ERROR":
                     raise WatchError(f"watch of {ref.plural} ended with {obj.get('code', '?')} {obj.get('reason', '')}: {obj.get('message', '')}".strip())
                 resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                if viewed:
+                    with self._view_lock:
+                        if stop.is_set():
+                            return []
+                        change = self._apply(kind, str(kind_of_event), obj)
+                    if change:
+                        return [change]
+                    if time.monotonic() >= end:
+                        return []
+                    continue
                 if kind_of_event not in ("ADDED", "MODIFIED", "DELETED"):
                     continue  # BOOKMARK: only the resourceVersion moves
                 key = _key(kind, obj)
@@ -334,7 +374,11 @@ class NodesChangeTrigger(_WatchingTrigger):
     added or deleted or its Ready condition, unschedulable flag or taints change, or at once when
     the Nodes differ from what the step saw (``seen``, from ``nodes_seen``), or at ``moment``
     at the latest (what a node cannot tell, an EC2 instance reaching "running", is looked at then).
-    One list and one watch of Nodes, in a thread off the event loop."""
+    One watch of Nodes, in a thread off the event loop, from the step's view (``nodes_view`` in
+    its state, ``views.joining_nodes_view``): no list, and a node the step does not wait for
+    (a heartbeat of any of thousands) costs a comparison. The view, kept current, is handed back
+    in the event; the step counts from it. A trigger deferred without a view lists first and
+    compares with ``seen``."""
 
     def __init__(self, cluster_name: str, moment: str, state: dict[str, Any], seen: str | None = None) -> None:
         super().__init__(cluster_name, moment, state)
@@ -343,10 +387,20 @@ class NodesChangeTrigger(_WatchingTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {"cluster_name": self.cluster_name, "moment": self.moment, "state": self.state, "seen": self.seen}
 
+    view_key = "nodes_view"
+
     def _kinds(self) -> list[tuple[str, Any]]:
         from kube_maintenance.core.k8s import NODES
 
         return [("node", NODES)]
+
+    def _view_resource_version(self, kind: str) -> str:
+        return str(self.state[self.view_key]["resource_version"])
+
+    def _apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        from kube_maintenance.node_replacement.views import apply_node_event
+
+        return apply_node_event(self.state[self.view_key], event_type, obj)
 
     def _judge(self, kind: str, obj: dict[str, Any]) -> Any:
         return node_judgement(obj)
@@ -399,8 +453,10 @@ class HealthChangeTrigger(_WatchingTrigger):
     recovers, each wake being a task start on a worker. So the next batch starts when it may, not
     a poke interval later.
 
-    Watched: Nodes and the three workload kinds, one list and one watch each (what the validation
-    lists anyway). Not watched: Pending and kube-system pods. The validation judges those by age
+    Watched: Nodes and the three workload kinds, one watch each from the step's view
+    (``health_view`` in its state, ``views.health_view``: the Ready count and what is NotReady or
+    unavailable), kept current and handed back in the event, so that the resumed check lists
+    none of them again. (A trigger deferred without a view lists each kind first.) Not watched: Pending and kube-system pods. The validation judges those by age
     (stuck for minutes), which no watch event announces, and a cluster-wide pod watch is the
     costliest watch there is, waking on every pod start; the poke interval and the checks
     themselves see them.
@@ -426,10 +482,26 @@ class HealthChangeTrigger(_WatchingTrigger):
             "waiting_for": self.waiting_for,
         }
 
+    view_key = "health_view"
+
     def _kinds(self) -> list[tuple[str, Any]]:
         from kube_maintenance.core.k8s import DAEMONSETS, DEPLOYMENTS, NODES, STATEFULSETS
 
         return list(zip(HEALTH_KINDS, (NODES, DEPLOYMENTS, DAEMONSETS, STATEFULSETS)))
+
+    def _view_resource_version(self, kind: str) -> str:
+        return str(self.state[self.view_key][kind]["resource_version"])
+
+    def _apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        from kube_maintenance.node_replacement.views import apply_health_event, health_judgement_in
+
+        view = self.state[self.view_key]
+        changed = apply_health_event(view, kind, event_type, obj)
+        if changed is None:
+            return None
+        key, before, after = changed
+        judged = {r: health_judgement_in(view, kind, r) for r in self.waiting_for if r.startswith(kind + "/")}
+        return self._on_change(kind, key, before, after, judged)
 
     def _judge(self, kind: str, obj: dict[str, Any]) -> Any:
         return health_judgement(kind, obj)
