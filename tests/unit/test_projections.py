@@ -21,7 +21,7 @@ import pytest
 
 from kube_maintenance.core.cloud import InstanceState
 from kube_maintenance.core.k8s import NODES, KubeClient
-from kube_maintenance.node_replacement import drain, projections
+from kube_maintenance.node_replacement import drain, projections, views
 from kube_maintenance.node_replacement import tasks as op
 from kube_maintenance.node_replacement.health import preflight_report, stuck_pending_pods, unavailable_workloads, unready_pods, validation_report
 from kube_maintenance.node_replacement.plan import CORDONED_BY_ANNOTATION, NodeReplacementParams, ParamError, instance_of, is_node_ready, plan_replacement
@@ -255,6 +255,22 @@ def test_a_node_is_matched_to_its_instance_and_judged_by_a_waiting_step_alike() 
     assert [node_judgement(n) for n in small] == [node_judgement(n) for n in whole]
     assert nodes_seen(small) == nodes_seen(whole), "a trigger compares its own list with the step's digest"
     assert node_judgement(whole[15]) == "NotReady, tainted node.cloudprovider.kubernetes.io/uninitialized=true:NoSchedule"
+
+
+def test_the_views_a_waiting_step_keeps_are_the_same_from_projected_lists() -> None:
+    """What wait_for_replacement and launch_surge (joining nodes) and validate (health) keep between
+    looks, built from their projected lists; their triggers then apply whole objects' events to it."""
+    whole = nodes()
+    instances = {"i-0a1b2c3d4e5f00001", "i-0a1b2c3d4e5f00004"}
+    for since in (None, NOW - dt.timedelta(hours=3)):
+        expected = views.joining_nodes_view(whole, "42", instances, since)
+        assert views.joining_nodes_view(projected(projections.node, whole), "42", instances, since) == expected
+    assert len(expected["nodes"]) == 5, "two of the instances, two NotReady, one created since"
+    listed = {"node": whole, "deployment": deployments(), "daemonset": daemonsets(), "statefulset": statefulsets()}
+    replaced = ["ip-10-0-12-3.eu-west-1.compute.internal", "ip-10-0-12-4.eu-west-1.compute.internal"]
+    expected = views.health_view({kind: (objs, "42") for kind, objs in listed.items()}, replaced)
+    assert views.health_view({kind: (projected(projections.FOR_HEALTH[kind], objs), "42") for kind, objs in listed.items()}, replaced) == expected
+    assert expected["node"]["unusual"] and expected["deployment"]["unusual"] and expected["statefulset"]["unusual"]
 
 
 def test_preflight_judges_projected_nodes_and_pods_alike() -> None:
