@@ -19,7 +19,7 @@ from kube_maintenance.core.approval import (
 )
 from kube_maintenance.core.audit import AUDIT_MARKER, parse_audit_lines
 from kube_maintenance.core.registry import DEFAULT_APPROVAL_TIMEOUT_HOURS, RegistryError, parse_registry
-from kube_maintenance.cronjob_refresh.decisions import fresh_job_name
+from kube_maintenance.cronjob_refresh.decisions import CronJobVerdict, StaleJob, fresh_job_name
 
 ENTRY = {
     "name": "production",
@@ -175,20 +175,18 @@ def test_rollout_restart_plan_lists_workloads_by_shard_and_namespace_in_kind_ord
 
 
 def verdict(namespace: str, name: str, stale: list[str], **extra: Any) -> dict[str, Any]:
-    jobs = [
-        {"namespace": namespace, "name": job, "uid": f"uid-{job}", "resource_version": "1", "created": "2026-01-01T00:00:00Z", "old_images": {"main": "app:1"}, "new_images": {"main": "app:2"}}
-        for job in stale
-    ]
+    """A judged CronJob as the judge hands it on (its compact XCom record)."""
+    jobs = [StaleJob(namespace, job, f"uid-{job}", {"main": "app:1"}, {"main": "app:2"}) for job in stale]
     base = {"namespace": namespace, "name": name, "uid": f"uid-{name}", "generation": 3, "suspended": False, "images": {"main": "app:2"}, "concurrency_policy": "Allow", "next_run": "at 03:00 UTC"}
-    return {**base, "stale": jobs, **extra}
+    return CronJobVerdict(**{**base, **extra}, stale=jobs).to_xcom()
 
 
 def test_cronjob_refresh_plan_lists_deletions_then_fresh_jobs_cronjob_by_cronjob() -> None:
     judged = [
-        {"index": 1, "namespaces": ["search"], "verdicts": [verdict("search", "reindex", ["reindex-1"], concurrency_policy="Forbid")]},
+        {"index": 1, "label": "search", "verdicts": [verdict("search", "reindex", ["reindex-1"], concurrency_policy="Forbid")]},
         {
             "index": 0,
-            "namespaces": ["payments", "shop"],
+            "label": "payments, shop",
             "verdicts": [
                 verdict("payments", "settle", ["settle-1", "settle-2"]),
                 verdict("shop", "paused", ["paused-1"], suspended=True),
@@ -220,7 +218,7 @@ def test_cronjob_refresh_plan_lists_deletions_then_fresh_jobs_cronjob_by_cronjob
     assert "paused-1" not in text.split("Left alone")[0], "a suspended CronJob's Job is not to be deleted"
     off = cronjob_refresh_summary("production", judged, {"create_fresh_job": False})
     assert off.changes == 3 and "create_fresh_job is off" in off.markdown()
-    assert cronjob_refresh_summary("production", [{"index": 0, "namespaces": ["shop"], "verdicts": []}], {}).changes == 0
+    assert cronjob_refresh_summary("production", [{"index": 0, "label": "shop", "verdicts": []}], {}).changes == 0
 
 
 def test_a_long_plan_is_cut_and_says_how_many_more_of_what() -> None:

@@ -169,7 +169,7 @@ def test_stale_current_finished_and_foreign_jobs() -> None:
     assert [j.name for j in export.stale] == ["export-1", "export-manual"]
     assert export.current == ["export-2"]
     stale = export.stale[0]
-    assert (stale.uid, stale.resource_version, stale.old_images, stale.new_images) == ("uid-export-1", "41", {"main": "export:1"}, {"main": "export:2"})
+    assert (stale.uid, stale.old_images, stale.new_images) == ("uid-export-1", {"main": "export:1"}, {"main": "export:2"})
     assert verdicts["other"].stale == [] and verdicts["other"].current == ["other-1"]
 
 

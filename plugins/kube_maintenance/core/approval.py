@@ -229,7 +229,7 @@ def cronjob_refresh_summary(cluster: str, judged: Sequence[Mapping[str, Any]] | 
             for name, why in sorted(v.left_alone.items()):
                 left.append((f"- Job `{v.namespace}/{name}` of `{v.ref}`: {why}", "kept Job"))
         if shown:
-            body.append((f"### Group {int(group.get('index', 0)) + 1}: {', '.join(group.get('namespaces') or ())}", "group"))
+            body.append((f"### Group {int(group.get('index', 0)) + 1}: {group.get('label') or ''}", "group"))
             body.append(("", None))
             body += shown
             body.append(("", None))

@@ -66,12 +66,13 @@ DRY_RUN_SHOWS = (
     "an image the CronJob no longer uses, with the old and new images, as audit lines with outcome `planned`; "
     "suspended CronJobs, CronJobs and namespaces opted out (`kube-maintenance.io/skip: \"true\"`), and Jobs with completed "
     "work or suspended are reported (`plan-skip` lines, with the reason) and left alone, and for each CronJob that gets no "
-    "fresh Job the plan says when its next scheduled Job starts. The `cleanup` task's summary lists what would be deleted. "
+    "fresh Job the plan says when its next scheduled Job starts. The `cleanup` task's summary lists what would be deleted "
+    "(at most 20 references a list, each reason once; its log lists every one). "
     "Nothing is locked, deleted or created."
 )
 
 _DOCS = {
-    "plan": "Reads the form, checks the maintenance window, chooses the namespaces and splits them into groups. Changes nothing.",
+    "plan": "Reads the form, checks the maintenance window, chooses the namespaces and splits them into groups (ranges of names). Changes nothing.",
     "preflight": "Takes the cluster's maintenance lock (a dry run only logs that it would).",
     "judge": "For each CronJob of the group's namespaces: which active Jobs run an image the CronJob no longer uses (any container or init container, by name, references normalised), or miss or have a container the template has not. Changes nothing.",
     "delete_stale_jobs": "Reads each stale Job and its CronJob again and, if still stale, deletes it with its pods (propagation Background, UID precondition); records an Event on the Job and the CronJob.",

@@ -20,7 +20,7 @@ import copy
 import datetime as dt
 import json
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -113,19 +113,23 @@ class NamespaceSelection:
     unclear: dict[str, str] = field(default_factory=dict)  # namespace -> a skip annotation we did not understand
 
 
-def select_namespaces(namespaces: Iterable[Mapping[str, Any]], params: CronJobRefreshParams, protected: Iterable[str]) -> NamespaceSelection:
+def select_namespaces(
+    namespaces: Iterable[Mapping[str, Any]], params: CronJobRefreshParams, protected: Iterable[str], strict: bool = True
+) -> NamespaceSelection:
     """The namespaces a run covers, sorted. Explicit names that do not exist or are protected are a
-    ParamError (a typo must not silently shrink the run); a selector simply never matches protected ones."""
+    ParamError (a typo must not silently shrink the run); a selector simply never matches protected ones.
+    Not ``strict`` (a group's judge selecting again after the plan checked the names): a named
+    namespace deleted since is simply left out."""
     protected = set(protected)
     by_name = {ns["metadata"]["name"]: ns for ns in namespaces}
     if params.namespaces:
         unknown = [n for n in params.namespaces if n not in by_name]
-        if unknown:
+        if unknown and strict:
             raise ParamError(f"namespaces: no such namespace(s) in the cluster: {', '.join(unknown)}")
         refused = [n for n in params.namespaces if n in protected]
         if refused:
             raise ParamError(f"namespaces: {', '.join(refused)} protected (never touched by any operation); remove them")
-        candidates = [by_name[n] for n in params.namespaces]
+        candidates = [by_name[n] for n in params.namespaces if n in by_name]
     else:
         candidates = list(by_name.values())
     matches = parse_label_selector(params.namespace_selector)
@@ -165,6 +169,83 @@ def shard(names: list[str], max_groups: int) -> list[list[str]]:
         groups.append(names[start:end])
         start = end
     return groups
+
+
+def namespace_groups(names: list[str], max_groups: int) -> list[dict[str, Any]]:
+    """The mapping input of the refresh task group: the sorted ``names`` sharded (``shard``) into at
+    most ``max_groups`` groups, each given as a range of names, not as its list, so that neither the
+    plan's XCom nor a mapped instance's input grows with the namespaces a group holds. Group ``i``
+    covers the names from ``from`` (none for the first group) up to, not including, ``to`` (none
+    for the last group; the next group's ``from``): the ranges cover every name, so each group's
+    judge, selecting again, finds the plan's namespaces (and any created since) in exactly one
+    group. A bound is the shortest prefix of a group's first name that sorts after the previous
+    group's last (``team-0125`` between ``team-0124-x`` and ``team-0125-x``)."""
+    groups = shard(sorted(names), max_groups)
+    bounds = [None, *(_boundary(before[-1], after[0]) for before, after in zip(groups, groups[1:])), None]
+    return [{"index": i, "from": bounds[i], "to": bounds[i + 1]} for i in range(len(groups))]
+
+
+def _boundary(before: str, after: str) -> str:
+    """The shortest prefix of ``after`` that sorts after ``before`` (``before < after``)."""
+    for end in range(1, len(after)):
+        if after[:end] > before:
+            return after[:end]
+    return after
+
+
+def in_group(name: str, group: Mapping[str, Any]) -> bool:
+    """Whether namespace ``name`` falls in a group of ``namespace_groups``."""
+    low, high = group.get("from"), group.get("to")
+    return (low is None or name >= low) and (high is None or name < high)
+
+
+def group_label(names: list[str]) -> str:
+    """A group's namespaces in a few words (the grid's label of its mapped instances): at most three
+    by name, else the first and last and how many."""
+    if len(names) <= 3:
+        return ", ".join(names)
+    return f"{names[0]} ... {names[-1]} ({len(names)} namespaces)"
+
+
+# ------------------------------------------------------------------------------------------ reports
+# What a run hands on and summarises must not grow with the cluster (every XCom well under 64 KB):
+# lists of references are cut at a cap, with how many more, and the task log has them all.
+REPORT_CAP = 20  # references in one list (or in all the reasons of one field)
+REPORT_REASONS = 10  # distinct reasons in one field
+REASON_CHARS = 240  # a reason longer than this (an opt-out annotation is free text) is cut
+
+
+def bounded(refs: Iterable[str], cap: int = REPORT_CAP, where: str = "the task log") -> list[str]:
+    """``refs`` sorted, at most ``cap`` of them, then how many more and where they all are."""
+    refs = sorted(refs)
+    return refs[:cap] + ([f"... and {len(refs) - cap} more (all in {where})"] if len(refs) > cap else [])
+
+
+def _cut(reason: str) -> str:
+    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
+
+
+def by_reason(
+    pairs: Iterable[tuple[str, str]], cap: int = REPORT_CAP, reasons: int = REPORT_REASONS, where: str = "the task log"
+) -> dict[str, list[str]]:
+    """(reference, reason) pairs grouped: each reason once (cut at ``REASON_CHARS``), with its
+    references, sorted. The most common reasons first; at most ``reasons`` of them (the rest
+    counted under one key) and ``cap`` references in all (each list says how many more)."""
+    groups: dict[str, list[str]] = {}
+    for ref, why in pairs:
+        groups.setdefault(_cut(str(why)), []).append(ref)
+    order = sorted(groups, key=lambda why: (-len(groups[why]), why))
+    out: dict[str, list[str]] = {}
+    budget = cap
+    for why in order[:reasons]:
+        refs = sorted(groups[why])
+        shown = refs[:budget]
+        budget -= len(shown)
+        out[why] = shown + ([f"... and {len(refs) - len(shown)} more (all in {where})"] if len(refs) > len(shown) else [])
+    rest = order[reasons:]
+    if rest:
+        out[f"... {len(rest)} other reason(s) (all in {where})"] = [f"... and {sum(len(groups[w]) for w in rest)} more"]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- jobs
@@ -282,14 +363,22 @@ class StaleJob:
     namespace: str
     name: str
     uid: str
-    resource_version: str  # as judged (for the record: the deletion's precondition is the UID)
-    created: str
     old_images: dict[str, str | None]
-    new_images: dict[str, str | None]
+    new_images: dict[str, str | None]  # always the template's image of each container in old_images
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def to_xcom(self, acted_on: bool) -> dict[str, Any]:
+        """A reference: the name, and for a Job to delete its UID (the deletion's precondition) and
+        the images it runs (the audit lines'); the namespace and the new images are the CronJob's."""
+        return {"name": self.name, "uid": self.uid, "old_images": self.old_images} if acted_on else {"name": self.name}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any], namespace: str, template_images: Mapping[str, str]) -> "StaleJob":
+        old = dict(data.get("old_images") or {})
+        return cls(namespace, data["name"], data.get("uid", ""), old, {c: template_images.get(c) for c in old})
 
 
 @dataclass
@@ -327,14 +416,54 @@ class CronJobVerdict:
         """Why no Job is started beside the schedule for this CronJob, or None when one may be."""
         return why_no_fresh_job(self.concurrency_policy, self.current, self.next_run)
 
+    @property
+    def acted_on(self) -> bool:
+        """Whether the later steps do something for this CronJob: delete its stale Jobs, or start
+        the fresh Job an earlier run still owes it."""
+        return bool(self.jobs_to_delete or (self.owed_for and not self.suspended and not self.opted_out))
+
+    @property
+    def reported(self) -> bool:
+        """Whether the judge hands this CronJob on: acted on, or with stale Jobs left alone (the
+        summary and the approval report them). The others only in the judge's log and audit lines."""
+        return bool(self.acted_on or self.stale or self.left_alone)
+
     def to_xcom(self) -> dict[str, Any]:
-        return asdict(self)
+        """A compact record: references and what the later steps need, nothing else (empty and
+        default fields left out; too_young, fresh and unclear_opt_out stay in the judge's log)."""
+        acted_on = self.acted_on
+        data: dict[str, Any] = {"namespace": self.namespace, "name": self.name}
+        if acted_on:
+            data.update(uid=self.uid, generation=self.generation, images=self.images, concurrency_policy=self.concurrency_policy, next_run=self.next_run)
+        if self.suspended:
+            data["suspended"] = True
+        if self.opted_out:
+            data["opted_out"] = self.opted_out
+        if self.stale:
+            data["stale"] = [j.to_xcom(acted_on) for j in self.stale]
+        for key in ("current", "left_alone", "owed_for") if acted_on else ("left_alone",):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        return data
 
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> "CronJobVerdict":
-        fields = dict(data)
-        fields["stale"] = [StaleJob(**j) for j in data.get("stale") or ()]
-        return cls(**fields)
+        fields = {k: v for k, v in data.items() if k != "stale"}
+        fields.setdefault("uid", "")
+        fields.setdefault("generation", 0)
+        fields.setdefault("suspended", False)
+        fields.setdefault("images", {})
+        verdict = cls(**fields)
+        verdict.stale = [StaleJob.from_xcom(j, verdict.namespace, verdict.images) for j in data.get("stale") or ()]
+        return verdict
+
+
+def judgement(index: int, label: str, verdicts: Iterable[CronJobVerdict]) -> dict[str, Any]:
+    """The judge's XCom for one group: how many CronJobs it judged, and the compact records of those
+    it hands on (``CronJobVerdict.reported``). Its size grows with the group's stale Jobs, never with
+    the CronJobs that have none."""
+    verdicts = list(verdicts)
+    return {"index": index, "label": label, "cronjobs": len(verdicts), "verdicts": [v.to_xcom() for v in verdicts if v.reported]}
 
 
 def why_no_fresh_job(concurrency_policy: str, current_jobs: Iterable[str], next_run: str) -> str | None:
@@ -431,7 +560,7 @@ def judge_namespace(
                 verdict.too_young.append(jm["name"])
             else:
                 old, new = image_differences(job, verdict.images, running)
-                stale = StaleJob(jm.get("namespace", ""), jm["name"], jm["uid"], str(jm.get("resourceVersion", "")), jm.get("creationTimestamp", ""), old, new)
+                stale = StaleJob(jm.get("namespace", ""), jm["name"], jm["uid"], old, new)
                 if kind == "left_alone":
                     verdict.left_alone[jm["name"]] = str(why)
                 else:

@@ -27,15 +27,21 @@ from kube_maintenance.cronjob_refresh.decisions import (
     CronJobVerdict,
     StaleJob,
     FRESH_JOB_OWED_ANNOTATION,
+    bounded,
+    by_reason,
     cronjob_images,
     fresh_job_manifest,
     fresh_job_owed_patch,
     fresh_job_name,
+    group_label,
     image_differences,
+    in_group,
     is_fresh_job_of,
     is_job_active,
     judge_job,
     judge_namespace,
+    judgement,
+    namespace_groups,
     refresh_key,
     running_digests,
     select_namespaces,
@@ -85,7 +91,8 @@ def _all_mapped(context: Mapping[str, Any], task_id: str) -> list[dict[str, Any]
 
 # ----------------------------------------------------------------------------------------------- plan
 def plan(cluster_name: str, max_groups: int = 16, **context: Any) -> list[dict[str, Any]]:
-    """Check the parameters and the window, pick the namespaces, shard them into at most ``max_groups``."""
+    """Check the parameters and the window, pick the namespaces, shard them into at most ``max_groups``
+    (each group a range of names: ``namespace_groups``; its judge lists the namespaces again)."""
     params, rt = _params(cluster_name, context)
     begin_run(rt, params)
     namespaces, _ = rt.kube.list(NAMESPACES)
@@ -99,12 +106,15 @@ def plan(cluster_name: str, max_groups: int = 16, **context: Any) -> list[dict[s
         rt.audit.record("plan-skip", f"namespace/{name}", after="left alone", outcome="skipped", why=why)
     for name, what in sorted(selection.unclear.items()):
         log.warning("namespace %s: %s", name, what)
-    context["ti"].xcom_push(key=OPTED_OUT_XCOM, value=selection.opted_out)
+    # For the summary: opted-out namespaces by reason, bounded (the audit lines above name every one).
+    context["ti"].xcom_push(key=OPTED_OUT_XCOM, value=by_reason(selection.opted_out.items(), where="the plan task's log"))
     if not selection.chosen:
         skip(f"no namespace to refresh (selector {params.namespace_selector!r}, names {list(params.namespaces)}); nothing done")
-    groups = shard(selection.chosen, max_groups)
-    log.info("%d namespace(s) in %d group(s): %s", len(selection.chosen), len(groups), groups)
-    return [{"index": i, "namespaces": names} for i, names in enumerate(groups)]
+    groups = namespace_groups(selection.chosen, max_groups)
+    for group, names in zip(groups, shard(selection.chosen, max_groups)):
+        log.info("group %d (names from %s to before %s): %d namespace(s): %s", group["index"], group["from"], group["to"], len(names), ", ".join(names))
+    log.info("%d namespace(s) in %d group(s)", len(selection.chosen), len(groups))
+    return groups
 
 
 # ------------------------------------------------------------------------------------------ preflight
@@ -115,13 +125,22 @@ def preflight(cluster_name: str, **context: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- judge
 def judge(cluster_name: str, group: Mapping[str, Any], **context: Any) -> dict[str, Any]:
-    """Judge every CronJob of the group's namespaces: one list of CronJobs and one of Jobs each (and
-    one of Job pods with ``compare_running_digests``)."""
-    label_map_index(group.get("namespaces"))
+    """Judge every CronJob of the group's namespaces (selected again, as the plan did, within the
+    group's range of names): one list of namespaces, then one list of CronJobs and one of Jobs per
+    namespace (and one of Job pods with ``compare_running_digests``). Hands on only the CronJobs
+    with stale Jobs (``judgement``); the log and audit lines report every one."""
     params, rt = _params(cluster_name, context)
+    listed, _ = rt.kube.list(NAMESPACES)
+    try:
+        selection = select_namespaces(listed, params, rt.cluster.protected_namespaces, strict=False)
+    except ParamError as exc:
+        fail(str(exc))
+    namespaces = [n for n in selection.chosen if in_group(n, group)]
+    label = group_label(namespaces)
+    label_map_index([label])
     now = _now()
     verdicts: list[CronJobVerdict] = []
-    for namespace in group["namespaces"]:
+    for namespace in namespaces:
         cronjobs, _ = rt.kube.list(CRONJOBS, namespace, label_selector=params.cronjob_selector or None)
         if not cronjobs:
             continue  # no CronJob here: no need to read its Jobs
@@ -131,8 +150,8 @@ def judge(cluster_name: str, group: Mapping[str, Any], **context: Any) -> dict[s
     for verdict in verdicts:
         _report(rt, params, verdict)
     stale = sum(len(v.jobs_to_delete) for v in verdicts)
-    log.info("group %d (%s): %d CronJob(s), %d stale active Job(s) to delete", group["index"], ", ".join(group["namespaces"]), len(verdicts), stale)
-    return {"index": group["index"], "namespaces": list(group["namespaces"]), "verdicts": [v.to_xcom() for v in verdicts]}
+    log.info("group %d (%s): %d CronJob(s), %d stale active Job(s) to delete", group["index"], ", ".join(namespaces), len(verdicts), stale)
+    return judgement(group["index"], label, verdicts)
 
 
 def _report(rt: TaskRuntime, params: CronJobRefreshParams, verdict: CronJobVerdict) -> None:
@@ -200,7 +219,7 @@ def _merged_old_images(verdict: CronJobVerdict) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------- delete
 def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: Any) -> dict[str, Any]:
     """Delete the group's stale Jobs, each judged again on a fresh read right before its deletion."""
-    label_map_index(judged.get("namespaces"))
+    label_map_index([judged.get("label") or ""])
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run: nothing deleted")
@@ -208,14 +227,14 @@ def delete_stale_jobs(cluster_name: str, judged: Mapping[str, Any], **context: A
     todo = [v for v in verdicts if v.jobs_to_delete]
     owed = [v.ref for v in verdicts if v.owed_for]
     if not todo and not (owed and params.create_fresh_job):
-        skip(f"no stale active Job in {', '.join(judged.get('namespaces') or ())}")
+        skip(f"no stale active Job in {judged.get('label') or 'the group'}")
     if owed:
         # Nothing (more) to delete for them, but their fresh Jobs are still to start: go on.
         log.info("fresh Job(s) owed since an earlier run deleted their stale Jobs: %s", ", ".join(owed))
     renew_lock(rt)
     result: dict[str, Any] = {
         "index": judged.get("index"),
-        "namespaces": list(judged.get("namespaces") or ()),
+        "label": judged.get("label") or "",
         "deleted": [],
         "already_gone": [],
         "changed": [],  # judged again and left, still running
@@ -318,7 +337,7 @@ def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], state: di
     else what to wait on (``PodsWait``: the task defers, holding no worker slot, until one of those
     pods goes, or the next time it must look anyway: the pods-gone timeout, ``poke_interval`` at the
     latest). Fails once the pods outlast ``pods_gone_timeout_seconds`` after the deletion."""
-    label_map_index(deletion.get("namespaces"))
+    label_map_index([deletion.get("label") or ""])
     params, rt = _params(cluster_name, context)
     renew_lock(rt)
     state = dict(state or {})
@@ -356,13 +375,14 @@ def wait_for_pods_gone(cluster_name: str, deletion: Mapping[str, Any], state: di
 def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Mapping[str, Any], **context: Any) -> dict[str, Any]:
     """For each CronJob whose stale Jobs are gone, start one fresh Job, as kubectl create job --from
     does, where its concurrencyPolicy allows one beside the schedule (see ``why_no_fresh_job``)."""
-    label_map_index(judged.get("namespaces"))
+    label_map_index([judged.get("label") or ""])
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run: nothing created")
     if not params.create_fresh_job:
         skip("create_fresh_job is off: the CronJobs start their next Jobs on schedule")
-    verdicts = {v["uid"]: CronJobVerdict.from_xcom(v) for v in judged.get("verdicts") or ()}
+    # The CronJobs acted on (the others are handed on only to be reported, without their UIDs).
+    verdicts = {v.uid: v for v in (CronJobVerdict.from_xcom(data) for data in judged.get("verdicts") or ()) if v.acted_on}
     replaced: dict[str, list[str]] = {}
     for entry in [*(deletion.get("deleted") or ()), *(deletion.get("already_gone") or ())]:
         replaced.setdefault(entry["cronjob_uid"], []).append(f"{entry['namespace']}/{entry['name']}")
@@ -375,7 +395,8 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
     if not replaced:
         skip("no stale Job was deleted: no fresh Job to start")
     renew_lock(rt)
-    result: dict[str, Any] = {"index": judged.get("index"), "created": [], "existing": [], "not_created": []}
+    # not_created: CronJob references by reason (a reason such as Forbid's is said once, not per CronJob).
+    result: dict[str, Any] = {"index": judged.get("index"), "created": [], "existing": [], "not_created": {}}
     jobs_by_namespace: dict[str, list[dict[str, Any]]] = {}
     for cronjob_uid, jobs in sorted(replaced.items()):
         verdict = verdicts[cronjob_uid]
@@ -409,7 +430,7 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
         if why_not or cronjob is None:
             log.info("no fresh Job for CronJob %s: %s", verdict.ref, why_not)
             rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why_not, next_run=verdict.next_run, new_images=verdict.images, **detail)
-            result["not_created"].append({"namespace": verdict.namespace, "name": name, "cronjob": verdict.ref, "why": why_not, "next_run": verdict.next_run})
+            result["not_created"].setdefault(why_not, []).append(verdict.ref)
             _settle_debt(rt, verdict, cronjob)
             continue
         body = fresh_job_manifest(cronjob, name, sorted(jobs), key)
@@ -427,7 +448,7 @@ def create_fresh_jobs(cluster_name: str, judged: Mapping[str, Any], deletion: Ma
                 why = "a Job of that name exists and is not this refresh's fresh Job"
                 log.warning("not creating %s: %s", target, why)
                 rt.audit.record("create-job", target, before=None, after=None, outcome="skipped", why=why, new_images=new_images, **detail)
-                result["not_created"].append({"namespace": verdict.namespace, "name": name, "cronjob": verdict.ref, "why": why, "next_run": verdict.next_run})
+                result["not_created"].setdefault(why, []).append(verdict.ref)
             _settle_debt(rt, verdict, cronjob)
             continue
         rt.audit.record("create-job", target, before=None, after="created", new_images=new_images, **detail)
@@ -451,27 +472,49 @@ def _settle_debt(rt: TaskRuntime, verdict: CronJobVerdict, cronjob: Mapping[str,
 
 
 # ----------------------------------------------------------------------------------------------- finish
-def _opted_out_namespaces(context: Mapping[str, Any]) -> dict[str, str]:
+def _opted_out_namespaces(context: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The plan's opted-out namespaces, by reason (bounded: ``by_reason``)."""
     value = context["ti"].xcom_pull(task_ids=PLAN_TASK, key=OPTED_OUT_XCOM)
     return dict(value) if isinstance(value, dict) else {}
+
+
+SUMMARY_LOG = "the cleanup task's log"
 
 
 def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
     """The run's teardown, whatever ended it (bad parameters, a failure, a run marked failed or
     successful): release the lock if this run holds it, summarise, and fail the run if a step
-    failed. Deleted Jobs are not brought back: their CronJob starts the next one on schedule."""
+    failed. Deleted Jobs are not brought back: their CronJob starts the next one on schedule.
+
+    The summary (an audit line and this task's XCom) stays small however big the cluster: each
+    list of references is cut at ``REPORT_CAP`` with how many more, reasons are said once with the
+    references they apply to (``by_reason``); this task's log has every reference."""
     dry_run = _raw_params(cluster_name, context).get("dry_run") is not False
     rt = runtime_for(cluster_name, context, dry_run)
     released = drop_lock(rt, dry_run)
-    verdicts = [CronJobVerdict.from_xcom(v) for group in _all_mapped(context, JUDGE_TASK) for v in group.get("verdicts") or ()]
-    deletions = _all_mapped(context, DELETE_TASK)
-    creations = _all_mapped(context, CREATE_TASK)
+    judged, deletions, creations = (_all_mapped(context, task_id) for task_id in (JUDGE_TASK, DELETE_TASK, CREATE_TASK))
+    summary = summarise(judged, deletions, creations, _opted_out_namespaces(context), dry_run, released)
+    rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
+    fail_if_steps_failed(context, f"lock released: {released}")
+    return summary
+
+
+def summarise(
+    judged: list[dict[str, Any]],
+    deletions: list[dict[str, Any]],
+    creations: list[dict[str, Any]],
+    opted_out_namespaces: Mapping[str, Any],
+    dry_run: bool,
+    released: Any,
+) -> dict[str, Any]:
+    """The run's summary from the groups' XComs (bounded; every reference goes to the log)."""
+    verdicts = [CronJobVerdict.from_xcom(v) for group in judged for v in group.get("verdicts") or ()]
 
     def refs(results: list[dict[str, Any]], key: str) -> list[str]:
         return sorted(f"{e['namespace']}/{e['name']}" if isinstance(e, dict) else str(e) for r in results for e in r.get(key) or ())
 
-    def reasons(results: list[dict[str, Any]], key: str) -> dict[str, str]:
-        return {f"{e['namespace']}/{e['name']}": e["why"] for r in results for e in r.get(key) or () if isinstance(e, dict) and e.get("why")}
+    def reasons(results: list[dict[str, Any]], key: str) -> list[tuple[str, str]]:
+        return [(f"{e['namespace']}/{e['name']}", e["why"]) for r in results for e in r.get(key) or () if isinstance(e, dict) and e.get("why")]
 
     if dry_run:
         refreshed = {v.ref for v in verdicts if v.jobs_to_delete}
@@ -479,23 +522,43 @@ def cleanup(cluster_name: str, **context: Any) -> dict[str, Any]:
         refreshed = {f"{e['namespace']}/{e['cronjob']}" for r in deletions for e in [*(r.get("deleted") or ()), *(r.get("already_gone") or ())]}
     fresh_jobs = set(refs(creations, "created")) | set(refs(creations, "existing"))
     with_fresh_job = {v.ref for v in verdicts if f"job/{v.namespace}/{fresh_job_name(v.name, v.uid, v.generation)}" in fresh_jobs}
-    summary = {
-        "cronjobs": len(verdicts),
+    lists = {
         "stale_planned": sorted(j.ref for v in verdicts for j in v.jobs_to_delete),
         "deleted": refs(deletions, "deleted"),
         "already_gone": refs(deletions, "already_gone"),
         "changed_since_judged": refs(deletions, "changed"),
-        "left_since_judged": reasons(deletions, "changed") | reasons(deletions, "finished"),
         "suspended_left_alone": sorted(v.ref for v in verdicts if v.suspended and v.stale),
-        "opted_out": {"namespaces": _opted_out_namespaces(context), "cronjobs": {v.ref: v.opted_out for v in verdicts if v.opted_out}},
-        "jobs_left_alone": {f"{v.namespace}/{name}": why for v in verdicts for name, why in v.left_alone.items()},
         "fresh_jobs_created": refs(creations, "created"),
         "fresh_jobs_existing": refs(creations, "existing"),
-        "fresh_jobs_not_created": {e["cronjob"]: e["why"] for r in creations for e in r.get("not_created") or () if isinstance(e, dict)},
-        # Refreshed CronJobs without a fresh Job: when the schedule starts their next one (on the new image).
-        "next_scheduled_jobs": {v.ref: v.next_run for v in verdicts if v.ref in refreshed and v.ref not in with_fresh_job},
+    }
+    pairs = {
+        "left_since_judged": reasons(deletions, "changed") + reasons(deletions, "finished"),
+        "opted_out_cronjobs_with_stale_jobs": [(v.ref, v.opted_out) for v in verdicts if v.opted_out and v.stale],
+        "jobs_left_alone": [(f"{v.namespace}/{name}", why) for v in verdicts for name, why in v.left_alone.items()],
+        "fresh_jobs_not_created": [(ref, why) for r in creations for why, cronjobs in (r.get("not_created") or {}).items() for ref in cronjobs],
+        # Refreshed CronJobs without a fresh Job, by when the schedule starts their next one (on the new image).
+        "next_scheduled_jobs": [(v.ref, v.next_run) for v in verdicts if v.ref in refreshed and v.ref not in with_fresh_job],
+    }
+    for key, values in lists.items():
+        if values:
+            log.info("%s (%d): %s", key, len(values), ", ".join(values))
+    for key, values in pairs.items():
+        grouped: dict[str, list[str]] = {}
+        for ref, why in values:
+            grouped.setdefault(str(why), []).append(ref)
+        for why, group in sorted(grouped.items()):
+            log.info("%s, %s (%d): %s", key, why, len(group), ", ".join(sorted(group)))
+    summary = {
+        "cronjobs": sum(int(g.get("cronjobs") or 0) for g in judged),
+        **{key: bounded(values, where=SUMMARY_LOG) for key, values in lists.items()},
+        "left_since_judged": by_reason(pairs["left_since_judged"], where=SUMMARY_LOG),
+        "opted_out": {
+            "namespaces": dict(opted_out_namespaces),
+            "cronjobs_with_stale_jobs": by_reason(pairs["opted_out_cronjobs_with_stale_jobs"], where=SUMMARY_LOG),
+        },
+        "jobs_left_alone": by_reason(pairs["jobs_left_alone"], where=SUMMARY_LOG),
+        "fresh_jobs_not_created": by_reason(pairs["fresh_jobs_not_created"], where=SUMMARY_LOG),
+        "next_scheduled_jobs": by_reason(pairs["next_scheduled_jobs"], where=SUMMARY_LOG),
         "lock_released": released,
     }
-    rt.audit.record("summary", f"cluster/{rt.cluster.name}", after=summary, outcome="done")
-    fail_if_steps_failed(context, f"lock released: {released}")
     return summary
