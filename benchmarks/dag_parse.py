@@ -3,7 +3,9 @@
 Measured as Airflow's ``airflow dags report`` does: Airflow itself imported first, then each file
 parsed by a fresh ``DagBag`` (the parse duration is what the dag-processor pays every time it reads
 the file). Also lists heavy modules a DAG file imports at top level (the kubernetes client, boto3,
-the providers' hooks): they must load inside tasks, never at parse time.
+the providers' hooks): they must load inside tasks, never at parse time. The registry is YAML, as
+config/clusters.yaml is in production. For reference, the last row is a DAG file with one ``@task``
+and nothing of this package: what Airflow itself costs a parse.
 
     .venv/bin/python benchmarks/dag_parse.py --clusters 10
 """
@@ -17,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("kubernetes", "boto3", "botocore", "aiohttp", "aiosmtplib", "airflow.providers.cncf.kubernetes.hooks", "airflow.providers.amazon.aws.hooks", "airflow.providers.smtp.hooks", "airflow.providers.http.hooks")
@@ -36,6 +40,22 @@ for i in range(int(sys.argv[2])):
         heavy = sorted({m for m in set(sys.modules) - before if m.split(".")[0] in ("kubernetes", "boto3", "botocore", "aiohttp", "aiosmtplib") or m.startswith(("airflow.providers.cncf.kubernetes.hooks", "airflow.providers.amazon.aws.hooks", "airflow.providers.smtp.hooks", "airflow.providers.http.hooks"))})
 print(json.dumps({"seconds": rounds, "dags": {d: len(bag.dags[d].tasks) for d in bag.dags}, "errors": {k: str(v)[:300] for k, v in bag.import_errors.items()}, "heavy": heavy}))
 """
+
+
+# The floor: one DAG, one task, nothing of this package (the same DagBag parse).
+_ONE_TASK_DAG = '''"""A DAG file with one task (the words airflow and dag: what safe mode looks for)."""
+import datetime as dt
+
+from airflow.sdk import DAG, task
+
+with DAG(dag_id="one_task", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)):
+
+    @task
+    def hello() -> int:
+        return 1
+
+    hello()
+'''
 
 
 def registry(clusters: int) -> dict:
@@ -59,20 +79,24 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "clusters.json"
-        path.write_text(json.dumps(registry(args.clusters)))
+        path = Path(tmp) / "clusters.yaml"
+        path.write_text(yaml.safe_dump(registry(args.clusters), sort_keys=False))
+        floor = Path(tmp) / "one_task" / "one_task.py"
+        floor.parent.mkdir()
+        floor.write_text(_ONE_TASK_DAG)
         env = {**os.environ, "KUBE_MAINTENANCE_REGISTRY": str(path), "AIRFLOW_HOME": tmp, "PYTHONPATH": str(REPO / "plugins")}
         # Bytecode cached, as in an installed package or image (the first run below writes it):
         # compiling our sources is not what a dag-processor pays at every parse.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
-        for dag_file in sorted((REPO / "dags").glob("*.py")):
+        dag_files = [*sorted((REPO / "dags").glob("*.py")), floor]
+        for dag_file in dag_files:
             subprocess.run([sys.executable, "-c", _PROBE, str(dag_file), "1"], env=env, capture_output=True, text=True)
         print(f"{args.clusters} clusters; per file, in a fresh interpreter with Airflow imported: the first parse (imports this")
         print(f"package, as a dag-processor's parse process does) and the median of {args.rounds} more (modules cached)")
         print(f"{'file':28} {'first ms':>8} {'warm ms':>8} {'dags':>5} {'tasks/dag':>9}  heavy imports")
-        worst = 0.0
-        for dag_file in sorted((REPO / "dags").glob("*.py")):
+        worst = worst_warm = 0.0
+        for dag_file in dag_files:
             out = subprocess.run([sys.executable, "-c", _PROBE, str(dag_file), str(args.rounds + 1)], env=env, capture_output=True, text=True)
             if out.returncode:
                 print(f"{dag_file.name}: the parse probe failed:\n{out.stderr[-3000:]}")
@@ -84,9 +108,13 @@ def main() -> int:
             first = result["seconds"][0] * 1000
             warm = statistics.median(result["seconds"][1:] or result["seconds"]) * 1000
             tasks = sorted(set(result["dags"].values()))
-            worst = max(worst, first)
-            print(f"{dag_file.name:28} {first:8.1f} {warm:8.1f} {len(result['dags']):5d} {'/'.join(map(str, tasks)):>9}  {', '.join(result['heavy']) or 'none'}")
-        print(f"slowest file: {worst:.1f} ms (first parse)")
+            name = dag_file.name
+            if dag_file == floor:
+                name = "(one @task, for reference)"
+            else:
+                worst, worst_warm = max(worst, first), max(worst_warm, warm)
+            print(f"{name:28} {first:8.1f} {warm:8.1f} {len(result['dags']):5d} {'/'.join(map(str, tasks)):>9}  {', '.join(result['heavy']) or 'none'}")
+        print(f"slowest file: {worst_warm:.1f} ms warm (the target: at most 50 ms with 10 clusters), {worst:.1f} ms first parse")
     return 0
 
 
