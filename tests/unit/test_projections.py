@@ -213,7 +213,7 @@ def report(r: Any) -> tuple[list[str], list[str]]:
 
 
 # ------------------------------------------------------------------------------------------ nodes
-@pytest.mark.parametrize("project", [projections.node, projections.node_health])
+@pytest.mark.parametrize("project", [projections.node, projections.node_health, projections.node_joining])
 def test_a_node_is_judged_ready_or_not_alike(project: Callable[..., Any]) -> None:
     whole = nodes()
     assert [is_node_ready(n) for n in projected(project, whole)] == [is_node_ready(n) for n in whole]
@@ -251,7 +251,7 @@ def test_the_plan_is_the_same_from_projected_nodes(raw: dict[str, Any]) -> None:
 def test_a_node_is_matched_to_its_instance_and_judged_by_a_waiting_step_alike() -> None:
     whole = nodes()
     small = projected(projections.node, whole)
-    assert [instance_of(n) for n in small] == [instance_of(n) for n in whole]
+    assert [instance_of(n) for n in small] == [instance_of(n) for n in whole] == [instance_of(n) for n in projected(projections.node_joining, whole)]
     assert [node_judgement(n) for n in small] == [node_judgement(n) for n in whole]
     assert nodes_seen(small) == nodes_seen(whole), "a trigger compares its own list with the step's digest"
     assert node_judgement(whole[15]) == "NotReady, tainted node.cloudprovider.kubernetes.io/uninitialized=true:NoSchedule"
@@ -264,7 +264,8 @@ def test_the_views_a_waiting_step_keeps_are_the_same_from_projected_lists() -> N
     instances = {"i-0a1b2c3d4e5f00001", "i-0a1b2c3d4e5f00004"}
     for since in (None, NOW - dt.timedelta(hours=3)):
         expected = views.joining_nodes_view(whole, "42", instances, since)
-        assert views.joining_nodes_view(projected(projections.node, whole), "42", instances, since) == expected
+        for project in (projections.node_joining, projections.node):
+            assert views.joining_nodes_view(projected(project, whole), "42", instances, since) == expected
     assert len(expected["nodes"]) == 5, "two of the instances, two NotReady, one created since"
     listed = {"node": whole, "deployment": deployments(), "daemonset": daemonsets(), "statefulset": statefulsets()}
     replaced = ["ip-10-0-12-3.eu-west-1.compute.internal", "ip-10-0-12-4.eu-west-1.compute.internal"]
@@ -400,6 +401,7 @@ def test_the_pods_a_spare_is_counted_from_are_judged_alike() -> None:
     [
         ("node", projections.node, 5),
         ("node", projections.node_health, 20),
+        ("node", projections.node_joining, 15),
         ("deployment", projections.workload, 20),
         ("daemonset", projections.workload, 10),
         ("statefulset", projections.workload, 10),

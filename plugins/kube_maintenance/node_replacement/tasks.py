@@ -323,7 +323,7 @@ def _joining_nodes(rt: TaskRuntime, context: Mapping[str, Any], instances: set[s
     state = batch_state(context)
     view = state.get("nodes_view")
     if view is None or (state.get("woken_by") or {}).get("error"):
-        nodes, resource_version = rt.kube.list(NODES, project=projections.node)
+        nodes, resource_version = rt.kube.list(NODES, project=projections.node_joining)
         view = joining_nodes_view(nodes, resource_version, instances, _run_started(context))
         del nodes
         state["nodes_view"] = view
