@@ -466,13 +466,21 @@ def node(name: str, ready: bool) -> dict[str, Any]:
     return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
-def test_validation_counts_healthy_checks_in_a_row_and_starts_again_after_a_regression(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def validating(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
+    """``op.validate`` against a FakeKube (two Ready nodes), after a batch that replaced "gone-1":
+    two healthy checks in a row, 10 s apart."""
     kube = FakeKube()
     plan = Plan(batches=[[PlannedNode("gone-1", "i-0a", "eu-west-1a", "t", False, "general")]], ready_nodes_before=2)
     params = SimpleNamespace(validation_passes=2, validation_interval_seconds=10, validation_timeout_seconds=600)
     monkeypatch.setattr(op, "_params", lambda cluster, context: (params, SimpleNamespace(kube=kube, holder="h")))
     monkeypatch.setattr(op, "_plan_from", lambda context: plan)
     monkeypatch.setattr(op, "renew_lock", lambda rt: None)
+    return kube
+
+
+def test_validation_counts_healthy_checks_in_a_row_and_starts_again_after_a_regression(validating: FakeKube) -> None:
+    kube = validating
     state: dict[str, Any] = {"step": 6}
     context = {"batch_state": state}
 
@@ -506,15 +514,10 @@ def test_validation_counts_healthy_checks_in_a_row_and_starts_again_after_a_regr
     assert state["validation_streak"] == 0 and state["wait_for_health"] == {"problems": ["node/n-2"], "fire_on": "any", "waiting_for": ["node/n-2"]}
 
 
-def test_a_validation_resumed_by_its_trigger_judges_from_the_view_it_kept_not_from_a_new_list(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_validation_resumed_by_its_trigger_judges_from_the_view_it_kept_not_from_a_new_list(validating: FakeKube) -> None:
     from kube_maintenance.node_replacement.views import apply_health_event
 
-    kube = FakeKube()
-    plan = Plan(batches=[[PlannedNode("gone-1", "i-0a", "eu-west-1a", "t", False, "general")]], ready_nodes_before=2)
-    params = SimpleNamespace(validation_passes=2, validation_interval_seconds=10, validation_timeout_seconds=600)
-    monkeypatch.setattr(op, "_params", lambda cluster, context: (params, SimpleNamespace(kube=kube, holder="h")))
-    monkeypatch.setattr(op, "_plan_from", lambda context: plan)
-    monkeypatch.setattr(op, "renew_lock", lambda rt: None)
+    kube = validating
     state: dict[str, Any] = {"step": 6}
 
     assert op.validate("staging", 0, batch_state=state) is False, "the first healthy check"

@@ -524,7 +524,6 @@ def launch_surge(cluster_name: str, index: int, max_batches: int = 10, **context
     params, rt = _params(cluster_name, context)
     if params.dry_run:
         skip("dry run")
-    the_plan = _plan_from(context)
     batch = _batch(context, index)
     renew_lock(rt)
     if not params.ignore_window:
