@@ -51,7 +51,11 @@ def run_and_read(api: AirflowApi, dag_id: str, conf: dict[str, Any], during: Cal
     run = api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
     logs = api.run_logs(dag_id, run_id)
     audit = [record for text in logs.values() for record in parse_audit(text)]
-    assert run["state"] == "success", (api.task_states(dag_id, run_id), {k: v[-3000:] for k, v in logs.items() if "Traceback" in v or "ERROR" in v})
+    if run["state"] != "success":
+        states = api.task_states(dag_id, run_id)
+        unsuccessful = {task for task, state in states.items() if state != "success"}
+        # The end of every log of a task that did not succeed: what it said last is why.
+        raise AssertionError(f"run {run_id} ended {run['state']}: {states}\n" + "\n".join(f"--- {key}\n{text[-4000:]}" for key, text in logs.items() if key.split("#")[0] in unsuccessful))
     return Finished(dag_id, run_id, run, audit)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -199,7 +200,14 @@ def step_lists(cluster: SandboxCluster, *refs: Any) -> dict[str, tuple[list[Any]
     from kube_maintenance.core.k8s import KubeClient
 
     kube = KubeClient.from_connection("k8s_api", "api")
-    return {ref.plural: kube.list(ref) for ref in refs}
+    seq = len(cluster.requests)
+    listed = {ref.plural: kube.list(ref) for ref in refs}
+    # The sandbox logs a request once its response is sent: wait for these lists to be logged, so
+    # that a test counting requests from here on does not count them as the trigger's.
+    deadline = time.monotonic() + 5
+    while sum(1 for r in cluster.requests.since(seq) if r.verb == "list") < len(refs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return listed
 
 
 def requests_since(cluster: SandboxCluster, seq: int) -> list[tuple[str, str]]:
@@ -221,8 +229,28 @@ def test_with_the_steps_view_it_watches_from_its_version_without_a_list_and_hand
     assert [(c["ref"], c["after"]) for c in payload["woken_by"]["changes"]] == [("node/joining", "Ready")], payload
     view = payload["state"]["nodes_view"]
     assert view["nodes"]["joining"][1] == "Ready" and int(view["resource_version"]) > int(version), "the view handed back is current"
+    assert payload["woken_by"]["view_kept"] == "nodes_view", "and said to be: the step counts from it"
     # (a watch is logged when its stream closes: the thread's ends with its timeout, later)
     assert [r for r in requests_since(cluster, seq) if r[0] == "list"] == [], "it watches from the step's resourceVersion; no list"
+
+
+def test_with_the_steps_view_a_trigger_that_fired_before_its_watch_opened_does_not_vouch_for_the_view(cluster: SandboxCluster) -> None:
+    """A triggerer that picks the trigger up after its moment (a busy one, one that restarted):
+    no watch ran, so the view is as old as the step's look. Handing it back as current would keep
+    a waiting step counting from it for ever (seen on a distributed Airflow: a replacement that had
+    joined was never counted); the step lists again instead."""
+    from kube_maintenance.core.k8s import NODES as NODE_REF
+    from kube_maintenance.node_replacement.views import joining_nodes_view
+
+    nodes, version = step_lists(cluster, NODE_REF)["nodes"]
+    state = {"step": 5, "nodes_view": joining_nodes_view(nodes, version, set())}
+    add_ready_node(cluster, "joined-meanwhile")
+
+    payload, _ = first_event(NodesChangeTrigger("api", moment(-1), state))
+
+    assert payload["woken_by"]["changes"] == [] and "error" not in payload["woken_by"]
+    assert "view_kept" not in payload["woken_by"], "no watch was opened: the view is not vouched for"
+    assert "joined-meanwhile" not in payload["state"]["nodes_view"]["nodes"], "(indeed it is behind)"
 
 
 def test_with_the_steps_view_heartbeats_of_nodes_it_does_not_wait_for_wake_nothing(cluster: SandboxCluster) -> None:
@@ -277,6 +305,7 @@ def test_with_the_steps_view_an_expired_version_ends_the_wait_for_the_step_to_li
     payload, _ = first_event(NodesChangeTrigger("api", moment(FAR), state))
 
     assert "410" in payload["woken_by"]["error"], payload
+    assert "view_kept" not in payload["woken_by"], "a view the watch could not keep is not handed back as current"
 
 
 # ---------------------------------------------------------------------------------------- the drain
@@ -491,14 +520,14 @@ def test_validation_counts_healthy_checks_in_a_row_and_starts_again_after_a_regr
         state.pop(hint)
 
     # Woken early by the replaced node going (expected) before the next check is due: wait on.
-    state["woken_by"] = {"changes": [{"ref": "node/gone-1", "before": "Ready", "after": "absent", "worse": True}]}
+    state["woken_by"] = {"changes": [{"ref": "node/gone-1", "before": "Ready", "after": "absent", "worse": True}], "view_kept": "health_view"}
     assert op.validate("staging", 0, **context) is False
     assert state["validation_streak"] == 1 and state["wake_at"] == state["validation_next_at"], "no check counted early"
     for hint in ("wake_at", "wait_for_health", "woken_by"):
         state.pop(hint)
 
     # Woken by a node that went NotReady and back: the count starts again (this check is the first).
-    state["woken_by"] = {"changes": [{"ref": "node/n-2", "before": "Ready", "after": "NotReady", "worse": True}]}
+    state["woken_by"] = {"changes": [{"ref": "node/n-2", "before": "Ready", "after": "NotReady", "worse": True}], "view_kept": "health_view"}
     assert op.validate("staging", 0, **context) is False
     assert state["validation_streak"] == 1
     state.pop("woken_by")
@@ -526,7 +555,7 @@ def test_a_validation_resumed_by_its_trigger_judges_from_the_view_it_kept_not_fr
 
     # The trigger saw n-2 go NotReady and woke the step, handing back the view it kept.
     apply_health_event(state["health_view"], "node", "MODIFIED", node("n-2", False))
-    state.update(woken_by={"changes": [{"ref": "node/n-2", "before": "Ready", "after": "NotReady", "worse": True}]})
+    state.update(woken_by={"changes": [{"ref": "node/n-2", "before": "Ready", "after": "NotReady", "worse": True}], "view_kept": "health_view"})
     for hint in ("wake_at", "wait_for_health"):
         state.pop(hint)
     assert op.validate("staging", 0, batch_state=state) is False
@@ -562,11 +591,18 @@ def test_a_wait_for_replacements_resumed_by_its_trigger_counts_from_its_view(mon
     assert kube.whole_cluster_lists() == ["nodes"] and state["wait_for_nodes"] == {"view": "nodes_view"}
     kube.lists.clear()
 
+    # Looked at again with no trigger in between (as a reschedule would): nobody kept the view
+    # current, so it is not counted from; the step lists again.
+    state.pop("wait_for_nodes")
+    assert op.wait_for_replacement("staging", 0, batch_state=state) is False
+    assert kube.whole_cluster_lists() == ["nodes"], "a view no trigger kept is listed again"
+    kube.lists.clear()
+
     # The trigger saw the replacement join and get Ready.
     joined = provider_node("new-1", "i-03", True)
     kube.nodes.append(joined)
     assert apply_node_event(state["nodes_view"], "ADDED", joined) is not None
-    state.update(woken_by={"changes": [{"ref": "node/new-1", "before": "absent", "after": "Ready"}]})
+    state.update(woken_by={"changes": [{"ref": "node/new-1", "before": "absent", "after": "Ready"}], "view_kept": "nodes_view"})
     state.pop("wait_for_nodes")
     assert op.wait_for_replacement("staging", 0, batch_state=state) is True
     assert kube.whole_cluster_lists() == [], f"a resumed wait lists no whole collection: {kube.lists}"

@@ -312,8 +312,13 @@ class KubeClient:
         return self.request("POST", PODS.path(m["namespace"], m["name"], "eviction"), body=body, retry=RetryPolicy(attempts=1))
 
     # --------------------------------------------------------------------------------------- waits
-    def watch_events(self, ref: ResourceRef, namespace: str | None, resource_version: str, label_selector: str | None = None, field_selector: str | None = None, timeout_seconds: int = 60) -> Iterator[Obj]:
-        """Raw watch events from ``resource_version`` until the server ends the stream."""
+    def watch_events(
+        self, ref: ResourceRef, namespace: str | None, resource_version: str, label_selector: str | None = None, field_selector: str | None = None, timeout_seconds: int = 60,
+        on_open: Callable[[], None] | None = None,
+    ) -> Iterator[Obj]:
+        """Raw watch events from ``resource_version`` until the server ends the stream; ``on_open()``
+        is called once the server has accepted the watch (it then sends every event since
+        ``resource_version`` first)."""
         query = [
             ("watch", "true"),
             ("resourceVersion", resource_version),
@@ -330,6 +335,8 @@ class KubeClient:
             resp = self._raw("GET", ref.path(namespace), query, None, None, timeout=timeout_seconds + 10)
         except ApiException as exc:  # refused before streaming (429/5xx, 410): the caller decides
             raise self._error(exc) from None
+        if on_open is not None:
+            on_open()
         buffer = b""
         try:
             for chunk in resp.stream(4096, decode_content=False):

@@ -26,7 +26,7 @@ from kube_maintenance.node_replacement.protect import REPLICAS_BEFORE_ANNOTATION
 from kube_maintenance.core.selectors import selector_string
 from kube_maintenance.node_replacement.node_ops import drain_pass
 from kube_maintenance.node_replacement.views import (
-    health_view, joining_nodes_view, nodes_of_instances, problems_in, ready_instances_of, ready_nodes_not_tracked, unavailable_in,
+    READY, health_view, joining_nodes_view, nodes_of_instances, problems_in, ready_instances_of, ready_nodes_not_tracked, unavailable_in,
 )
 from kube_maintenance.node_replacement.plan import (
     CORDONED_BY_ANNOTATION,
@@ -303,6 +303,21 @@ def _new_nodes(view: Mapping[str, Any], the_plan: Plan, groups: list[str], group
     return nodes_of_instances(view, joined & ready_instances_of(view))
 
 
+def _members_not_ready(view: Mapping[str, Any], members: list[Mapping[str, Any]], replaced: set[str]) -> str:
+    """What the group's other members are waiting on (", i-1: no node yet, i-2: node x NotReady"),
+    for the log line of a wait: which instance to look at when a replacement does not come."""
+    nodes = {instance: (name, judged) for name, (instance, judged) in view["nodes"].items() if instance}
+    waiting = []
+    for member in members:
+        instance = member["InstanceId"]
+        if instance in replaced or nodes.get(instance, ("", ""))[1] == READY:
+            continue
+        name, judged = nodes.get(instance, ("", ""))
+        state = member.get("LifecycleState", "?")
+        waiting.append(f"{instance} ({state}): " + (f"node {name} {judged}" if name else "no node yet"))
+    return "; " + ", ".join(waiting) if waiting else ""
+
+
 def _nodes_named(rt: TaskRuntime, names: list[str]) -> list[Mapping[str, Any]]:
     """These Nodes as they are now (those that still exist)."""
     return [node for name in names if (node := rt.kube.get_or_none(NODES, name)) is not None]
@@ -318,11 +333,12 @@ def _run_started(context: Mapping[str, Any]) -> dt.datetime | None:
 def _joining_nodes(rt: TaskRuntime, context: Mapping[str, Any], instances: set[str]) -> dict[str, Any]:
     """The nodes a wait for joining nodes may count (``views.joining_nodes_view``: those of
     ``instances``, those not Ready, those created since the run started), as the step's trigger
-    kept them current since its first look. Listed on the first look, and again when the trigger
-    could not keep the view (its watch failed: e.g. its resourceVersion expired)."""
+    kept them current since its first look. Listed on the first look, and again whenever no trigger
+    kept the view since (its watch failed: e.g. its resourceVersion expired; or the step was not
+    resumed by its trigger): a view nobody kept current is never counted from."""
     state = batch_state(context)
     view = state.get("nodes_view")
-    if view is None or (state.get("woken_by") or {}).get("error"):
+    if view is None or (state.get("woken_by") or {}).get("view_kept") != "nodes_view":
         nodes, resource_version = rt.kube.list(NODES, project=projections.node_joining)
         view = joining_nodes_view(nodes, resource_version, instances, _run_started(context))
         del nodes
@@ -761,7 +777,7 @@ def wait_for_replacement(cluster_name: str, index: int, max_batches: int = 10, *
         ready = sum(1 for i in group_instances.get(group, []) if i["InstanceId"] in ready_instances and i["InstanceId"] not in replaced)
         want = the_plan.ready_by_group_before.get(group, 0)
         if ready < want:
-            missing[group] = f"{ready}/{want} Ready"
+            missing[group] = f"{ready}/{want} Ready" + _members_not_ready(view, group_instances.get(group, []), replaced)
     if missing:
         if _now() > started + dt.timedelta(seconds=params.replacement_timeout_seconds):
             fail(
@@ -855,9 +871,10 @@ def validate(cluster_name: str, index: int, max_batches: int = 10, **context: An
 def _health(rt: TaskRuntime, state: dict[str, Any], replaced: set[str]) -> dict[str, Any]:
     """What the validation judges of Nodes and workloads (``views.health_view``), as its trigger kept
     it current since the step's first look. Listed on the first look (a kind at a time, each list
-    reduced to its view as it arrives), and again when the trigger could not keep the view."""
+    reduced to its view as it arrives), and again whenever no trigger kept the view since (as
+    ``_joining_nodes``)."""
     view = state.get("health_view")
-    if view is None or (state.get("woken_by") or {}).get("error"):
+    if view is None or (state.get("woken_by") or {}).get("view_kept") != "health_view":
         view = {}
         for kind, ref in (("node", NODES), ("deployment", DEPLOYMENTS), ("daemonset", DAEMONSETS), ("statefulset", STATEFULSETS)):
             view.update(health_view({kind: rt.kube.list(ref, project=projections.FOR_HEALTH[kind])}, replaced))

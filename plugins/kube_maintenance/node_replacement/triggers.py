@@ -217,6 +217,8 @@ class _WatchingTrigger(BaseTrigger):
         # changes the view it hands back (an event seen after that is seen again by the next watch,
         # which resumes from the view's resourceVersion).
         self._view_lock = threading.Lock()
+        # The kinds whose watch the server accepted during this run (a view is current only then).
+        self._opened: set[str] = set()
 
     def _view(self) -> dict[str, Any] | None:
         view = self.state.get(self.view_key) if self.view_key else None
@@ -255,6 +257,12 @@ class _WatchingTrigger(BaseTrigger):
                 log.warning("%s on %s ended early: %s", type(self).__name__, self.cluster_name, exc)
                 woken_by["error"] = f"{type(exc).__name__}: {exc}"
                 await back_off_after_error(deadline)
+        if self._view() is not None and "error" not in woken_by and self._opened >= {kind for kind, _ in self._kinds()}:
+            # Every watch was accepted (the server sent what happened since the view's version
+            # first): the view the event carries is current, and the step may count from it
+            # without a list. Not so when the trigger fired before its watches were open (e.g. a
+            # triggerer that picked it up after its moment): the step then lists again.
+            woken_by["view_kept"] = self.view_key
         if woken_by["changes"]:
             log.info("%s on %s: %s", type(self).__name__, self.cluster_name, "; ".join(_describe(c) for c in woken_by["changes"][:10]))
         yield TriggerEvent({"state": self.state, "woken_by": woken_by})
@@ -301,7 +309,7 @@ class _WatchingTrigger(BaseTrigger):
             if found:
                 return found
         while (left := end - time.monotonic()) > 0 and not stop.is_set():
-            for event in kube.watch_events(ref, None, resource_version, timeout_seconds=max(1, math.ceil(left))):
+            for event in kube.watch_events(ref, None, resource_version, timeout_seconds=max(1, math.ceil(left)), on_open=lambda: self._opened.add(kind)):
                 kind_of_event, obj = event.get("type"), event.get("object") or {}
                 if kind_of_event == "ERROR":
                     raise WatchError(f"watch of {ref.plural} ended with {obj.get('code', '?')} {obj.get('reason', '')}: {obj.get('message', '')}".strip())
