@@ -578,6 +578,9 @@ def common_invariants(judge: Judge, world: Any, proxy: Any, seq: int, scenario: 
     cluster = world.clusters["staging"].cluster
     report = cluster.monitor.report()
     for violation in report["violations"]:
+        if scenario.allows(violation):
+            judge.notes.append(f"allowed: {violation['kind']}: {violation['detail']}")
+            continue
         judge.unsafe.append(f"{violation['kind']}: {violation['detail']}")
     if report["max_nodes_out_of_service"] > scenario.nodes_out_of_service_budget:
         judge.unsafe.append(f"{report['max_nodes_out_of_service']} nodes out of service at once (budget {scenario.nodes_out_of_service_budget})")
@@ -615,6 +618,10 @@ class Scenario:
 
     def prepare(self) -> None:
         pass
+
+    def allows(self, violation: dict[str, Any]) -> bool:
+        """A violation the monitor records that this operation's runbook calls for (none by default)."""
+        return False
 
     def judge(self, judge: Judge, seq: int, state: str) -> bool:
         raise NotImplementedError
@@ -661,6 +668,13 @@ class NodeReplacement(Scenario):
         self.replicas_before = {f"{d['metadata']['namespace']}/{d['metadata']['name']}": d["spec"].get("replicas") for d in store.iter(DEPLOYMENTS)}
         self.conf = {"dry_run": False, "force_unmanaged_pods": True, "delete_emptydir_data": True, "node_names": [self.victim_node],
                      "pod_grace_period_seconds": 1, "skip_wait_for_delete_timeout_seconds": 2}
+
+    def allows(self, violation: dict[str, Any]) -> bool:
+        # Draining the node evicts every pod on it that is not a DaemonSet's or a mirror pod,
+        # kube-system's included (CoreDNS lands on any node), through the Eviction API under the
+        # pods' budgets, as `kubectl drain` does. Any other write in a protected namespace, or an
+        # eviction from another node, stays unsafe.
+        return violation["kind"] == "protected-namespace" and violation["detail"].startswith("create pods/eviction ") and violation.get("node") == self.victim_node
 
     def judge(self, judge: Judge, seq: int, state: str) -> bool:
         from sandbox import podutil

@@ -51,6 +51,9 @@ class Violation:
     time: float
     kind: str  # "pdb", "nodes", "protected-namespace"
     detail: str
+    # For an eviction in a protected namespace: the node the pod ran on (a drain of that node
+    # evicts it, as `kubectl drain` does; a judge may allow exactly that).
+    node: str = ""
 
 
 @dataclass
@@ -126,10 +129,11 @@ class Monitor:
                         Violation(self.cluster.clock.time(), "pdb", f"{namespace}/{key[1]}: {healthy} healthy < {required} required")
                     )
 
-    def protected_write(self, verb: str, resource: str, namespace: str, name: str, user_agent: str) -> None:
+    def protected_write(self, verb: str, resource: str, namespace: str, name: str, user_agent: str, node: str = "") -> None:
+        on = f" on node {node}" if node else ""
         with self._lock:
             self.violations.append(
-                Violation(self.cluster.clock.time(), "protected-namespace", f"{verb} {resource} {namespace}/{name} by {user_agent}")
+                Violation(self.cluster.clock.time(), "protected-namespace", f"{verb} {resource} {namespace}/{name}{on} by {user_agent}", node)
             )
 
     def report(self) -> dict[str, Any]:

@@ -205,7 +205,9 @@ class Handler(BaseHTTPRequestHandler):
             self._authorize(verb, route, query, record.get("user", ""))
             self._inject_faults(verb, route)
             if verb in WRITE_VERBS and (route.namespace or (route.rt.key == NAMESPACES and route.name)) in self.cluster.config.protected_namespaces:
-                self.cluster.monitor.protected_write(verb, route.resource_label, route.namespace or route.name or "", route.name or "", user_agent)
+                evicted = self.cluster.store.try_get(route.rt.key, route.namespace, route.name) if route.subresource == "eviction" else None
+                node = ((evicted or {}).get("spec") or {}).get("nodeName") or ""
+                self.cluster.monitor.protected_write(verb, route.resource_label, route.namespace or route.name or "", route.name or "", user_agent, node)
             code = self._serve(method, verb, route, query)
             record["code"] = code
         except ApiError as err:

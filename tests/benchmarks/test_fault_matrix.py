@@ -40,3 +40,22 @@ def test_the_cells_chosen(reduced: bool, dags: list[str] | None, faults: list[st
     cells = fault_matrix.all_cells(reduced, dags, faults)
     assert len(cells) == expected, [c.key for c in cells]
     assert all((not dags or c.dag in dags) and (not faults or c.fault in faults) for c in cells)
+
+
+@pytest.mark.parametrize(
+    "violation,allowed",
+    [
+        # The drain of the node being replaced evicts CoreDNS there, as `kubectl drain` does.
+        ({"kind": "protected-namespace", "detail": "create pods/eviction kube-system/coredns-1 on node victim by kube-maintenance/1.0", "node": "victim"}, True),
+        # The same eviction from a node the run does not replace; any other protected write; any PDB breach.
+        ({"kind": "protected-namespace", "detail": "create pods/eviction kube-system/coredns-2 on node other by kube-maintenance/1.0", "node": "other"}, False),
+        ({"kind": "protected-namespace", "detail": "delete pods kube-system/coredns-1 by kube-maintenance/1.0", "node": ""}, False),
+        ({"kind": "protected-namespace", "detail": "patch deployments kube-system/coredns by kube-maintenance/1.0", "node": ""}, False),
+        ({"kind": "pdb", "detail": "kube-system/coredns: 0 healthy < 1 required", "node": ""}, False),
+    ],
+)
+def test_node_replacement_is_allowed_only_the_evictions_its_drain_makes_in_protected_namespaces(violation: dict[str, str], allowed: bool) -> None:
+    scenario = fault_matrix.NodeReplacement.__new__(fault_matrix.NodeReplacement)
+    scenario.victim_node = "victim"
+    assert scenario.allows(violation) is allowed
+    assert fault_matrix.RolloutRestart.allows(scenario, violation) is False, "the other operations are allowed none"

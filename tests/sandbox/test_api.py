@@ -242,3 +242,22 @@ def test_an_error_answered_before_the_body_is_read_leaves_keep_alive_intact(api_
     second = session.post(f"{api_cluster_url}/api/v1/namespaces/default/pods", data=json.dumps(pod_body("k1")), timeout=5)
     assert second.status_code == 201, second.text
     assert session.get(f"{api_cluster_url}/api/v1/namespaces/default/pods/k1", timeout=5).status_code == 200
+
+
+def test_a_write_in_a_protected_namespace_is_recorded_and_an_eviction_names_the_pods_node(api_cluster: SandboxCluster, api: client.ApiClient) -> None:
+    """The monitor records every write in kube-system; for an eviction it also records the node the
+    pod ran on, so that a judge can tell a drain of that node (as `kubectl drain` does) from any
+    other write there."""
+    from sandbox.testing import add_pod
+
+    add_ready_node(api_cluster, "drained")
+    add_pod(api_cluster, "coredns-1", "kube-system", node_name="drained")
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod_eviction("coredns-1", "kube-system", {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "coredns-1", "namespace": "kube-system"}})
+    core.patch_namespace("kube-system", {"metadata": {"labels": {"touched": "yes"}}})
+
+    violations = [v for v in api_cluster.monitor.report()["violations"] if v["kind"] == "protected-namespace"]
+    assert [(v["detail"].split(" by ")[0], v["node"]) for v in violations] == [
+        ("create pods/eviction kube-system/coredns-1 on node drained", "drained"),
+        ("patch namespaces kube-system/kube-system", ""),
+    ]
