@@ -304,17 +304,17 @@ def _new_nodes(view: Mapping[str, Any], the_plan: Plan, groups: list[str], group
 
 
 def _members_not_ready(view: Mapping[str, Any], members: list[Mapping[str, Any]], replaced: set[str]) -> str:
-    """What the group's other members are waiting on (", i-1: no node yet, i-2: node x NotReady"),
-    for the log line of a wait: which instance to look at when a replacement does not come."""
+    """The group's members not replaced and not Ready yet, for the log line of a wait ("; i-1
+    (InService): no node yet, i-2 (InService): node x NotReady"): which instance to look at when a
+    replacement does not come."""
     nodes = {instance: (name, judged) for name, (instance, judged) in view["nodes"].items() if instance}
     waiting = []
     for member in members:
         instance = member["InstanceId"]
-        if instance in replaced or nodes.get(instance, ("", ""))[1] == READY:
-            continue
         name, judged = nodes.get(instance, ("", ""))
-        state = member.get("LifecycleState", "?")
-        waiting.append(f"{instance} ({state}): " + (f"node {name} {judged}" if name else "no node yet"))
+        if instance in replaced or judged == READY:
+            continue
+        waiting.append(f"{instance} ({member.get('LifecycleState', '?')}): " + (f"node {name} {judged}" if name else "no node yet"))
     return "; " + ", ".join(waiting) if waiting else ""
 
 
